@@ -1,0 +1,244 @@
+"""The ``modelrollout`` command (also installed as the kubectl plugin ``kubectl-modelrollout``).
+
+The JSON printed with ``--output json`` is a contract: other tools parse it, so keys are only ever
+added, never renamed. Without ``--output json`` each command prints a short readable table. Bad
+arguments give one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
+
+from modelrollout.errors import InvalidInputError
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line, as the CLI contract promises."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _json_safe(value: Any) -> Any:
+    """Replace NaN and infinities by None so the output is strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def _print_result(data: dict[str, Any], output: str, title: str) -> None:
+    if output == "json":
+        print(json.dumps(_json_safe(data), indent=2, sort_keys=True))
+        return
+    print(title)
+    width = max(len(k) for k in data)
+    for key, value in data.items():
+        if isinstance(value, float):
+            shown = f"{value:.6g}"
+        elif isinstance(value, list) and all(isinstance(v, float) for v in value):
+            shown = "[" + ", ".join(f"{v:.6g}" for v in value) + "]"
+        elif isinstance(value, dict):
+            continue
+        else:
+            shown = str(value)
+        print(f"  {key:<{width}}  {shown}")
+
+
+def _add_output(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--output", "-o", choices=["table", "json"], default="table", help="output format")
+
+
+# --- plan ----------------------------------------------------------------------------------------
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    from modelrollout import planning
+
+    result = planning.plan_from_args(
+        metric=args.metric,
+        baseline=args.baseline,
+        baseline_mean=args.baseline_mean,
+        baseline_sd=args.baseline_sd,
+        mde=args.mde,
+        mde_type=args.mde_type,
+        alpha=args.alpha,
+        power=args.power,
+        challengers=args.challengers,
+        allocation=args.allocation,
+        daily_traffic=args.daily_traffic,
+    )
+    _print_result(result, args.output, "Sample size plan")
+    return 0
+
+
+def _register_plan(sub: Any) -> None:
+    p = sub.add_parser("plan", help="planned sample size per variant and expected duration")
+    p.add_argument("--metric", choices=["proportion", "mean"], default="proportion")
+    p.add_argument("--baseline", type=float, help="champion's rate (proportion metric)")
+    p.add_argument("--baseline-mean", type=float, help="champion's mean (mean metric)")
+    p.add_argument("--baseline-sd", type=float, help="champion's standard deviation (mean metric)")
+    p.add_argument("--mde", type=float, required=True, help="minimum detectable effect")
+    p.add_argument("--mde-type", choices=["relative", "absolute"], default="relative")
+    p.add_argument("--alpha", type=float, default=0.05)
+    p.add_argument("--power", type=float, default=0.8)
+    p.add_argument("--challengers", type=int, default=1, help="number of challengers (Bonferroni)")
+    p.add_argument(
+        "--allocation",
+        type=float,
+        default=None,
+        help="share of traffic sent to each challenger (default: an equal split)",
+    )
+    p.add_argument("--daily-traffic", type=float, default=None, help="requests (units) per day")
+    _add_output(p)
+    p.set_defaults(func=_cmd_plan)
+
+
+# --- analyze -------------------------------------------------------------------------------------
+
+
+def _cmd_analyze(args: argparse.Namespace) -> int:
+    from modelrollout import planning
+
+    result = planning.analyze_from_args(
+        metric=args.metric,
+        control=args.control,
+        treatment=args.treatment,
+        test=args.test,
+        alpha=args.alpha,
+        direction=args.direction,
+        planned_n=args.planned_n,
+        practical_threshold=args.practical_threshold,
+    )
+    _print_result(result, args.output, f"Analysis ({result['method']})")
+    return 0
+
+
+def _register_analyze(sub: Any) -> None:
+    p = sub.add_parser("analyze", help="compare a challenger with the champion from aggregates")
+    p.add_argument("--metric", choices=["proportion", "mean"], default="proportion")
+    p.add_argument(
+        "--control", required=True, help="successes/trials (proportion) or n,mean,sd (mean)"
+    )
+    p.add_argument(
+        "--treatment", required=True, help="successes/trials (proportion) or n,mean,sd (mean)"
+    )
+    p.add_argument(
+        "--test",
+        choices=["z", "chi2", "chi2-yates", "welch", "sequential", "bayesian"],
+        default=None,
+        help="default: z for proportions, welch for means",
+    )
+    p.add_argument("--alpha", type=float, default=0.05)
+    p.add_argument("--direction", choices=["increase", "decrease"], default="increase")
+    p.add_argument(
+        "--planned-n",
+        type=float,
+        default=None,
+        help="sequential only: planned n per variant the mixture is tuned to (default: current n)",
+    )
+    p.add_argument(
+        "--practical-threshold",
+        type=float,
+        default=None,
+        help="smallest relative lift worth shipping (decision needs the CI beyond it)",
+    )
+    _add_output(p)
+    p.set_defaults(func=_cmd_analyze)
+
+
+# --- simulate ------------------------------------------------------------------------------------
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from modelrollout import planning
+
+    result = planning.simulate_from_args(
+        metric=args.metric,
+        baseline=args.baseline,
+        lift=args.lift,
+        mde=args.mde,
+        mde_type=args.mde_type,
+        method=args.method,
+        look_every=args.look_every,
+        max_n_per_variant=args.max_n_per_variant,
+        runs=args.runs,
+        seed=args.seed,
+        alpha=args.alpha,
+        power=args.power,
+    )
+    _print_result(result, args.output, f"Simulation ({args.method}, {args.runs} runs)")
+    return 0
+
+
+def _register_simulate(sub: Any) -> None:
+    p = sub.add_parser("simulate", help="Monte Carlo of whole experiments looked at every N samples")
+    p.add_argument("--metric", choices=["proportion"], default="proportion")
+    p.add_argument("--baseline", type=float, required=True)
+    p.add_argument("--lift", type=float, required=True, help="true effect (relative unless absolute)")
+    p.add_argument("--mde", type=float, required=True)
+    p.add_argument("--mde-type", choices=["relative", "absolute"], default="relative")
+    p.add_argument(
+        "--method",
+        choices=["sequential", "group-sequential", "fixed", "naive"],
+        default="sequential",
+    )
+    p.add_argument("--look-every", type=int, required=True, help="samples per variant between looks")
+    p.add_argument("--max-n-per-variant", type=int, required=True)
+    p.add_argument("--runs", type=int, default=2000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--alpha", type=float, default=0.05)
+    p.add_argument("--power", type=float, default=0.8)
+    _add_output(p)
+    p.set_defaults(func=_cmd_simulate)
+
+
+# --- main ----------------------------------------------------------------------------------------
+
+_REGISTRARS: list[Callable[[Any], None]] = [_register_plan, _register_analyze, _register_simulate]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="modelrollout",
+        description="Progressive delivery of ML models, decided by sound statistics.",
+    )
+    from modelrollout import __version__
+
+    parser.add_argument("--version", action="version", version=f"modelrollout {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    for register in _REGISTRARS:
+        register(sub)
+    try:
+        from modelrollout.localenv.cli import register as register_localenv
+    except ImportError:  # the local control plane module is optional in a stripped install
+        pass
+    else:
+        register_localenv(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except InvalidInputError as exc:
+        print(f"modelrollout {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    return code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
