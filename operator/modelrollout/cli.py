@@ -48,7 +48,7 @@ def _print_result(data: dict[str, Any], output: str, title: str) -> None:
             shown = f"{value:.6g}"
         elif isinstance(value, list) and all(isinstance(v, float) for v in value):
             shown = "[" + ", ".join(f"{v:.6g}" for v in value) + "]"
-        elif isinstance(value, dict):
+        elif isinstance(value, dict) or value is None:
             continue
         else:
             shown = str(value)
@@ -127,12 +127,8 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
 def _register_analyze(sub: Any) -> None:
     p = sub.add_parser("analyze", help="compare a challenger with the champion from aggregates")
     p.add_argument("--metric", choices=["proportion", "mean"], default="proportion")
-    p.add_argument(
-        "--control", required=True, help="successes/trials (proportion) or n,mean,sd (mean)"
-    )
-    p.add_argument(
-        "--treatment", required=True, help="successes/trials (proportion) or n,mean,sd (mean)"
-    )
+    p.add_argument("--control", required=True, help="successes/trials (proportion) or n,mean,sd (mean)")
+    p.add_argument("--treatment", required=True, help="successes/trials (proportion) or n,mean,sd (mean)")
     p.add_argument(
         "--test",
         choices=["z", "chi2", "chi2-yates", "welch", "sequential", "bayesian"],
@@ -216,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     from modelrollout import __version__
 
     parser.add_argument("--version", action="version", version=f"modelrollout {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub: Any = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     for register in _REGISTRARS:
         register(sub)

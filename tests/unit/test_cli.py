@@ -1,0 +1,263 @@
+"""The CLI contract: JSON keys other tools parse, seed values, and one-line errors with exit 2."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from modelrollout.cli import main
+
+pytestmark = pytest.mark.unit
+
+
+def run_json(capsys: pytest.CaptureFixture[str], *argv: str) -> dict:
+    assert main([*argv, "--output", "json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_plan_seed_value_and_contract_keys(capsys: pytest.CaptureFixture[str]) -> None:
+    out = run_json(
+        capsys,
+        "plan",
+        "--metric",
+        "proportion",
+        "--baseline",
+        "0.15",
+        "--mde",
+        "0.10",
+        "--mde-type",
+        "relative",
+        "--alpha",
+        "0.05",
+        "--power",
+        "0.8",
+        "--daily-traffic",
+        "18514",
+    )
+    assert out["sample_size_per_variant"] == 9257
+    assert out["total_sample_size"] == 2 * 9257
+    # all traffic in the experiment, 18,514 units a day: exactly one day
+    assert out["expected_days"] == pytest.approx(1.0)
+
+
+def test_plan_without_traffic_has_no_expected_days(capsys: pytest.CaptureFixture[str]) -> None:
+    out = run_json(capsys, "plan", "--baseline", "0.12", "--mde", "0.02", "--mde-type", "absolute")
+    assert out["sample_size_per_variant"] == 4438
+    assert "expected_days" not in out
+
+
+def test_plan_k_challengers_uses_bonferroni(capsys: pytest.CaptureFixture[str]) -> None:
+    one = run_json(capsys, "plan", "--baseline", "0.15", "--mde", "0.10")
+    three = run_json(capsys, "plan", "--baseline", "0.15", "--mde", "0.10", "--challengers", "3")
+    assert three["alpha_adjusted"] == pytest.approx(0.05 / 3)
+    assert three["sample_size_per_variant"] > one["sample_size_per_variant"]
+    assert three["total_sample_size"] == three["sample_size_per_variant"] + 3 * three["sample_size_treatment"]
+
+
+def test_plan_mean_metric(capsys: pytest.CaptureFixture[str]) -> None:
+    from statsmodels.stats.power import TTestIndPower
+
+    out = run_json(
+        capsys,
+        "plan",
+        "--metric",
+        "mean",
+        "--baseline-mean",
+        "10",
+        "--baseline-sd",
+        "4",
+        "--mde",
+        "0.5",
+        "--mde-type",
+        "absolute",
+    )
+    oracle = TTestIndPower().solve_power(effect_size=0.5 / 4, alpha=0.05, power=0.8, ratio=1.0)
+    assert out["sample_size_per_variant"] == int(-(-oracle // 1))
+
+
+@pytest.mark.parametrize(
+    ("test", "p_value"),
+    [("z", 0.108), ("chi2-yates", 0.120), ("chi2", 0.108)],
+)
+def test_analyze_seed_values(capsys: pytest.CaptureFixture[str], test: str, p_value: float) -> None:
+    out = run_json(
+        capsys,
+        "analyze",
+        "--metric",
+        "proportion",
+        "--control",
+        "180/1800",
+        "--treatment",
+        "210/1800",
+        "--test",
+        test,
+    )
+    assert out["p_value"] == pytest.approx(p_value, abs=5e-4)
+    assert out["significant"] is False
+    assert out["decision"] == "INCONCLUSIVE"
+    for key in ("difference", "ci", "relative_lift", "relative_lift_ci"):
+        assert key in out
+    assert out["ci"][0] < out["difference"] < out["ci"][1]
+    assert out["difference"] == pytest.approx(210 / 1800 - 180 / 1800)
+
+
+def test_analyze_significant_better_and_worse(capsys: pytest.CaptureFixture[str]) -> None:
+    better = run_json(capsys, "analyze", "--control", "1500/10000", "--treatment", "1700/10000")
+    assert better["decision"] == "ROLLOUT_CHALLENGER"
+    worse = run_json(capsys, "analyze", "--control", "1700/10000", "--treatment", "1500/10000")
+    assert worse["decision"] == "KEEP_CHAMPION"
+    # lower is better: the same data means the challenger wins
+    lower = run_json(
+        capsys, "analyze", "--control", "1700/10000", "--treatment", "1500/10000", "--direction", "decrease"
+    )
+    assert lower["decision"] == "ROLLOUT_CHALLENGER"
+
+
+def test_analyze_practical_threshold_blocks_small_lifts(capsys: pytest.CaptureFixture[str]) -> None:
+    out = run_json(
+        capsys,
+        "analyze",
+        "--control",
+        "15000/100000",
+        "--treatment",
+        "15600/100000",
+        "--practical-threshold",
+        "0.05",
+    )
+    assert out["significant"] is True  # p well below 0.05 ...
+    assert out["relative_lift_ci"][0] < 0.05  # ... but the lift may be under 5 %
+    assert out["decision"] == "INCONCLUSIVE"
+
+
+def test_analyze_sequential_is_wider_than_fixed(capsys: pytest.CaptureFixture[str]) -> None:
+    fixed = run_json(capsys, "analyze", "--control", "180/1800", "--treatment", "210/1800")
+    seq = run_json(
+        capsys, "analyze", "--control", "180/1800", "--treatment", "210/1800", "--test", "sequential"
+    )
+    assert seq["e_value"] is not None
+    assert seq["p_value"] > fixed["p_value"]
+    assert seq["ci"][0] < fixed["ci"][0]
+    assert seq["ci"][1] > fixed["ci"][1]
+
+
+def test_analyze_bayesian_reports_probability_better(capsys: pytest.CaptureFixture[str]) -> None:
+    out = run_json(
+        capsys, "analyze", "--control", "180/1800", "--treatment", "210/1800", "--test", "bayesian"
+    )
+    assert 0.9 < out["probability_better"] < 0.96
+    assert out["decision"] == "INCONCLUSIVE"
+
+
+def test_analyze_mean_welch_matches_scipy(capsys: pytest.CaptureFixture[str]) -> None:
+    from scipy.stats import ttest_ind_from_stats
+
+    out = run_json(
+        capsys,
+        "analyze",
+        "--metric",
+        "mean",
+        "--control",
+        "500,10,3",
+        "--treatment",
+        "400,10.6,3.5",
+        "--test",
+        "welch",
+    )
+    oracle = ttest_ind_from_stats(10.6, 3.5, 400, 10, 3, 500, equal_var=False)
+    assert out["p_value"] == pytest.approx(oracle.pvalue, rel=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["analyze", "--control", "180/100", "--treatment", "210/1800"], "must be <= trials"),
+        (["analyze", "--control", "18x/100", "--treatment", "210/1800"], "--control"),
+        (["plan", "--mde", "0.1"], "--baseline is required"),
+        (["plan", "--baseline", "1.5", "--mde", "0.1"], "baseline"),
+        (["plan", "--baseline", "0.1", "--mde", "0.1", "--alpha", "2"], "alpha"),
+        (
+            ["analyze", "--metric", "mean", "--control", "5,1,1", "--treatment", "5,1,1", "--test", "z"],
+            "--test z",
+        ),
+        (["plan", "--baseline", "0.1", "--mde", "0.1", "--challengers", "0"], "--challengers"),
+        (
+            [
+                "simulate",
+                "--baseline",
+                "0.1",
+                "--lift",
+                "0",
+                "--mde",
+                "0.1",
+                "--look-every",
+                "0",
+                "--max-n-per-variant",
+                "100",
+            ],
+            "look_every",
+        ),
+        (["bogus"], "invalid choice"),
+    ],
+)
+def test_bad_arguments_give_one_line_and_exit_2(
+    capsys: pytest.CaptureFixture[str], argv: list[str], needle: str
+) -> None:
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # argparse exits by itself on usage errors
+        code = exc.code
+    assert code == 2
+    err = capsys.readouterr().err
+    assert needle in err
+    assert len(err.strip().splitlines()) == 1, err
+
+
+def test_console_script_and_kubectl_plugin_name_run() -> None:
+    for script in ("modelrollout", "kubectl-modelrollout"):
+        exe = f"{sys.prefix}/bin/{script}"
+        done = subprocess.run(
+            [exe, "analyze", "--control", "180/1800", "--treatment", "210/1800", "-o", "json"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        )
+        assert json.loads(done.stdout)["decision"] == "INCONCLUSIVE"
+
+
+def test_simulate_json_contract(capsys: pytest.CaptureFixture[str]) -> None:
+    out = run_json(
+        capsys,
+        "simulate",
+        "--metric",
+        "proportion",
+        "--baseline",
+        "0.15",
+        "--lift",
+        "0",
+        "--mde",
+        "0.10",
+        "--method",
+        "sequential",
+        "--look-every",
+        "1000",
+        "--max-n-per-variant",
+        "20000",
+        "--runs",
+        "200",
+        "--seed",
+        "7",
+    )
+    for key in (
+        "reject_rate",
+        "promote_rate",
+        "rollback_rate",
+        "median_n_at_decision",
+        "planned_n_per_variant",
+    ):
+        assert key in out
+    assert out["planned_n_per_variant"] == 9257
+    assert 0.0 <= out["reject_rate"] <= 0.15
