@@ -32,7 +32,7 @@ def main(argv: list[str]) -> int:
         return 2
     version = argv[1]
     staging_version = "v0." + version.split(".", 1)[1]
-    env = dict(os.environ, GOTOOLCHAIN="local", GOFLAGS="-mod=mod")
+    env = dict(os.environ, GOTOOLCHAIN="local", GOFLAGS="-mod=mod", GOWORK="off")
     out = subprocess.run(
         ["go", "mod", "download", "-json", f"k8s.io/kubernetes@{version}"],
         check=True, capture_output=True, text=True, cwd=HERE, env=env,

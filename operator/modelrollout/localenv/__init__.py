@@ -1,0 +1,34 @@
+"""A local Kubernetes control plane and Prometheus for tests and the demo.
+
+kube-apiserver, kube-controller-manager and etcd are built from their Go modules (see
+``tools/kubebin`` and ``tools/etcdbin``) and cached by version; Prometheus is Debian's package.
+Everything listens on loopback ports and is stopped by PID.
+"""
+
+from __future__ import annotations
+
+from modelrollout.localenv.build import Binaries, build_all, locate
+from modelrollout.localenv.env import Endpoints, LocalEnv, down, read_state, up
+from modelrollout.localenv.errors import (
+    BuildError,
+    ComponentError,
+    LocalEnvError,
+    MissingPrerequisiteError,
+)
+from modelrollout.localenv.prometheus import Prometheus
+
+__all__ = [
+    "Binaries",
+    "BuildError",
+    "ComponentError",
+    "Endpoints",
+    "LocalEnv",
+    "LocalEnvError",
+    "MissingPrerequisiteError",
+    "Prometheus",
+    "build_all",
+    "down",
+    "locate",
+    "read_state",
+    "up",
+]
