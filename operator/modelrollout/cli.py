@@ -216,6 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     for register in _REGISTRARS:
         register(sub)
+    from modelrollout.api.cli import register as register_crd
+
+    register_crd(sub)
     try:
         from modelrollout.localenv.cli import register as register_localenv
     except ImportError:  # the local control plane module is optional in a stripped install

@@ -1,0 +1,451 @@
+"""The ``status`` of a ModelExperiment: what users read, and the memory of the control loop.
+
+The status is the loop's only memory: after a restart, the operator resumes from it and neither
+repeats nor skips a step. Everything the policy needs across ticks is therefore here, typed:
+
+* the phase, step, weights and their start times;
+* the data-quality counters (``consecutiveErrors``, ``dataOutageSince``);
+* per-step counter snapshots (``strata``) for the stratified analysis and the SRM test;
+* the sequential tests' state (``sequential``: running maximum of the log e-process, the frozen
+  mixing variance, the running confidence interval; ``srmMaxLogEValue``);
+* dropped challengers, and the manual-control annotations already acted on.
+
+Numbers are finite (no NaN or infinity, which JSON cannot carry): a quantity that is not known is
+left out (``None``). ``model_dump(by_alias=True, mode="json")`` followed by ``model_validate``
+gives back an equal object, and so does a trip through the apiserver (which drops ``null`` s).
+
+Unlike the spec, these models are mutable: the policy deep-copies the status it is given
+(``status.model_copy(deep=True)``) and edits the copy. Assignments are not re-validated.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Final
+
+from pydantic import AfterValidator, AwareDatetime, Field, field_validator
+
+from modelrollout.api._rules import StatusModel, api_config
+from modelrollout.api.spec import MAX_CHALLENGERS, MAX_GUARDRAILS, MAX_SECONDARY_METRICS, MAX_STEPS
+from modelrollout.api.types import DNSLabel
+
+#: Most entries kept in ``status.history``; :meth:`ModelExperimentStatus.record` drops the oldest.
+HISTORY_LIMIT: Final = 50
+#: Most entries in ``status.strata`` (one per step, plus restarts by ``retry``).
+STRATA_LIMIT: Final = 2 * MAX_STEPS
+_MAX_VARIANTS: Final = MAX_CHALLENGERS + 1
+_MAX_METRICS: Final = 1 + MAX_SECONDARY_METRICS + MAX_GUARDRAILS
+
+
+def _utc(value: datetime) -> datetime:
+    return value.astimezone(UTC)
+
+
+#: A timezone-aware timestamp, kept in UTC (RFC 3339 in JSON).
+Timestamp = Annotated[AwareDatetime, AfterValidator(_utc)]
+#: A traffic share in whole percent.
+Percent = Annotated[int, Field(ge=0, le=100)]
+_Reason = Annotated[
+    str, Field(min_length=1, max_length=1024, pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")
+]
+_Text = Annotated[str, Field(max_length=32768)]
+_Probability = Annotated[float, Field(ge=0, le=1)]
+
+
+class Phase(StrEnum):
+    """Where the experiment stands.
+
+    Pending (accepted, not started), Shadowing (mirrored traffic only), Progressing (stepping real
+    traffic), Paused (held by spec.paused, a manual pause, onInconclusive or onDataOutage), Promoted
+    (a challenger has all the traffic), RolledBack (the champion has all the traffic again), Failed
+    (stopped on an error that needs a human, such as an invalid spec).
+    """
+
+    PENDING = "Pending"
+    SHADOWING = "Shadowing"
+    PROGRESSING = "Progressing"
+    PAUSED = "Paused"
+    PROMOTED = "Promoted"
+    ROLLED_BACK = "RolledBack"
+    FAILED = "Failed"
+
+    @property
+    def terminal(self) -> bool:
+        """Whether the experiment is over (Promoted, RolledBack or Failed)."""
+        return self in (Phase.PROMOTED, Phase.ROLLED_BACK, Phase.FAILED)
+
+
+class ConditionType(StrEnum):
+    """The condition types the operator sets."""
+
+    READY = "Ready"
+    PROGRESSING = "Progressing"
+    SUCCEEDED = "Succeeded"
+    ROLLED_BACK = "RolledBack"
+    INVALID_SPEC = "InvalidSpec"
+    SAMPLE_RATIO_MISMATCH = "SampleRatioMismatch"
+    METRICS_UNAVAILABLE = "MetricsUnavailable"
+
+
+class ConditionStatus(StrEnum):
+    """The status of a condition."""
+
+    TRUE = "True"
+    FALSE = "False"
+    UNKNOWN = "Unknown"
+
+
+class Condition(StatusModel):
+    """A Kubernetes-style condition (as metav1.Condition)."""
+
+    type: ConditionType = Field(description="The condition's type.")
+    status: ConditionStatus = Field(description="True, False or Unknown.")
+    reason: _Reason = Field(description="Why, in one CamelCase word.")
+    message: _Text = Field(default="", description="Why, for humans.")
+    last_transition_time: Timestamp = Field(description="When the status last changed.")
+    observed_generation: int | None = Field(
+        default=None, ge=0, description="The metadata.generation of the spec this condition is about."
+    )
+
+
+class Interval(StatusModel):
+    """A closed interval [low, high]."""
+
+    low: float = Field(description="Lower end.")
+    high: float = Field(description="Upper end.")
+
+
+class VariantDecision(StrEnum):
+    """The verdict on a challenger (or on one of its metrics) so far."""
+
+    PENDING = "Pending"
+    BETTER = "Better"
+    WORSE = "Worse"
+    NON_INFERIOR = "NonInferior"
+    INCONCLUSIVE = "Inconclusive"
+
+
+class MetricResult(StatusModel):
+    """One metric of one variant: its value and, for a challenger, the comparison with the champion."""
+
+    n: float | None = Field(default=None, ge=0, description="Samples (trials, observations or units) so far.")
+    estimate: float | None = Field(default=None, description="The variant's value of the metric.")
+    difference: float | None = Field(
+        default=None, description="Challenger minus champion, in the metric's units."
+    )
+    relative_lift: float | None = Field(default=None, description="difference / champion's value.")
+    ci: Interval | None = Field(
+        default=None,
+        description="Confidence interval (sequence) of the effect, on the metric's mdeType scale.",
+    )
+    p_value: _Probability | None = Field(
+        default=None,
+        description="p-value (always-valid for sequential), after any multiple-testing correction.",
+    )
+    e_value: float | None = Field(default=None, ge=0, description="sequential: the e-value against the null.")
+    probability: _Probability | None = Field(
+        default=None, description="bayesian: posterior probability that the challenger is better."
+    )
+    expected_loss: float | None = Field(
+        default=None, ge=0, description="bayesian: expected loss of choosing the challenger."
+    )
+    planned_n: float | None = Field(
+        default=None, ge=0, description="Planned samples per variant for this metric."
+    )
+    method: Annotated[str, Field(max_length=256)] | None = Field(default=None, description="The test used.")
+    decision: VariantDecision = Field(
+        default=VariantDecision.PENDING, description="The verdict on this metric."
+    )
+
+
+class GuardrailResult(StatusModel):
+    """One guardrail of one challenger."""
+
+    estimate: float | None = Field(default=None, description="The challenger's value.")
+    champion_estimate: float | None = Field(default=None, description="The champion's value.")
+    difference: float | None = Field(
+        default=None, description="How much worse the challenger is (positive: worse)."
+    )
+    limit: float | None = Field(default=None, description="The margin or threshold, in the metric's units.")
+    p_value: _Probability | None = Field(default=None, description="Always-valid p-value of a breach.")
+    e_value: float | None = Field(default=None, ge=0, description="E-value of a breach.")
+    breached: bool = Field(default=False, description="Whether the guardrail is breached.")
+
+
+class SRMResult(StatusModel):
+    """The sample ratio mismatch check over the whole run."""
+
+    p_value: _Probability | None = Field(
+        default=None, description="Always-valid p-value of the observed split."
+    )
+    observed_shares: dict[str, _Probability] = Field(
+        default_factory=dict, max_length=_MAX_VARIANTS, description="Observed share of trials per variant."
+    )
+    expected_shares: dict[str, _Probability] = Field(
+        default_factory=dict, max_length=_MAX_VARIANTS, description="Share expected from the weights."
+    )
+    mismatch: bool = Field(default=False, description="Whether the p-value is below analysis.srmThreshold.")
+
+
+class VariantAnalysis(StatusModel):
+    """Everything the analysis knows about one variant (the champion carries only its own values)."""
+
+    n: float = Field(default=0, ge=0, description="Samples of the primary metric so far.")
+    primary: MetricResult | None = Field(default=None, description="The primary metric.")
+    secondary: dict[str, MetricResult] = Field(
+        default_factory=dict, max_length=MAX_SECONDARY_METRICS, description="Secondary metrics by name."
+    )
+    guardrails: dict[str, GuardrailResult] = Field(
+        default_factory=dict, max_length=MAX_GUARDRAILS, description="Guardrails by name."
+    )
+    decision: VariantDecision = Field(
+        default=VariantDecision.PENDING, description="The verdict on this variant."
+    )
+    rule: _Text | None = Field(
+        default=None, description="The rule behind the verdict, in words, with its numbers."
+    )
+
+
+class AnalysisRecord(StatusModel):
+    """The latest analysis, per variant."""
+
+    updated_at: Timestamp | None = Field(default=None, description="When the analysis last ran.")
+    planned_n: int | None = Field(
+        default=None, ge=0, description="Planned samples per variant for the primary metric."
+    )
+    variants: dict[str, VariantAnalysis] = Field(
+        default_factory=dict, max_length=_MAX_VARIANTS, description="Per variant, by name."
+    )
+    srm: SRMResult | None = Field(default=None, description="The sample ratio mismatch check.")
+
+
+class MetricCounters(StatusModel):
+    """The aggregates of one metric for one variant (only those of the metric's type are set)."""
+
+    successes: float | None = Field(default=None, description="proportion: events.")
+    trials: float | None = Field(default=None, description="proportion: trials.")
+    count: float | None = Field(default=None, description="mean: observations.")
+    sum: float | None = Field(default=None, description="mean: sum of values.")
+    sum_of_squares: float | None = Field(default=None, description="mean: sum of squared values.")
+    units: float | None = Field(default=None, description="ratio: units.")
+    numerator: float | None = Field(default=None, description="ratio: sum of numerators.")
+    denominator: float | None = Field(default=None, description="ratio: sum of denominators.")
+    numerator_squares: float | None = Field(default=None, description="ratio: sum of squared numerators.")
+    denominator_squares: float | None = Field(default=None, description="ratio: sum of squared denominators.")
+    cross_products: float | None = Field(
+        default=None, description="ratio: sum of numerator times denominator."
+    )
+
+
+#: variant name -> metric name -> counters.
+CountersByVariant = dict[str, dict[str, MetricCounters]]
+
+
+class Stratum(StatusModel):
+    """One step of the rollout as a stratum of the analysis: its weights, its span and its counts.
+
+    Counts are stratified by step (each step's difference is estimated on its own, then combined)
+    so a change of weights cannot bias the comparison.
+    """
+
+    step: int = Field(ge=0, le=MAX_STEPS - 1, description="Index of the step in spec.rollout.steps.")
+    weights: dict[str, Percent] = Field(max_length=_MAX_VARIANTS, description="The weights during this step.")
+    started_at: Timestamp = Field(description="When the step's weights were applied.")
+    ended_at: Timestamp | None = Field(default=None, description="When the step ended (unset while it runs).")
+    baseline: CountersByVariant = Field(
+        default_factory=dict,
+        max_length=_MAX_VARIANTS,
+        description="Cumulative counter values at the start of the step, per variant and metric; "
+        "subtracted from later readings of cumulative queries.",
+    )
+    totals: CountersByVariant = Field(
+        default_factory=dict,
+        max_length=_MAX_VARIANTS,
+        description="The step's own aggregates per variant and metric (final once endedAt is set).",
+    )
+
+
+class SequentialState(StatusModel):
+    """What a sequential test of one metric (or guardrail) of one variant carries across ticks."""
+
+    max_log_e_value: float = Field(
+        default=0.0, description="Running maximum of the log e-process (0: no evidence yet)."
+    )
+    tau2: float | None = Field(
+        default=None,
+        gt=0,
+        description="Mixing variance of the e-process, frozen when first tuned to the plan.",
+    )
+    ci: Interval | None = Field(default=None, description="Running intersection of the confidence sequence.")
+    consecutive_failures: int = Field(
+        default=0, ge=0, description="Threshold guardrails: ticks in a row over the threshold."
+    )
+
+
+class DroppedChallenger(StatusModel):
+    """A challenger taken out of the experiment while others go on."""
+
+    name: DNSLabel = Field(description="The challenger's name.")
+    at: Timestamp = Field(description="When it was dropped.")
+    reason: _Reason = Field(description="Why, in one CamelCase word (GuardrailBreached, Worse).")
+    message: _Text = Field(default="", description="Why, for humans.")
+
+
+class AppliedControls(StatusModel):
+    """The values of the manual-control annotations already acted on, so none is applied twice."""
+
+    promote: Annotated[str, Field(max_length=256)] | None = Field(
+        default=None, description="Value of modelrollout.io/promote last acted on."
+    )
+    abort: Annotated[str, Field(max_length=256)] | None = Field(
+        default=None, description="Value of modelrollout.io/abort last acted on."
+    )
+    retry: Annotated[str, Field(max_length=256)] | None = Field(
+        default=None, description="Value of modelrollout.io/retry last acted on."
+    )
+
+
+class HistoryEntry(StatusModel):
+    """A transition, with the reason and the numbers behind it."""
+
+    time: Timestamp = Field(description="When it happened.")
+    from_phase: Phase | None = Field(default=None, description="Phase before.")
+    to_phase: Phase = Field(description="Phase after.")
+    from_step: int | None = Field(default=None, ge=0, description="Step before.")
+    to_step: int | None = Field(default=None, ge=0, description="Step after.")
+    weights: dict[str, Percent] = Field(
+        default_factory=dict, max_length=_MAX_VARIANTS, description="Weights after."
+    )
+    reason: _Reason = Field(description="Why, in one CamelCase word.")
+    message: _Text = Field(default="", description="Why, for humans.")
+    numbers: dict[str, float] = Field(
+        default_factory=dict, max_length=64, description="The numbers behind the decision, by name."
+    )
+
+
+class ModelExperimentStatus(StatusModel):
+    """The observed state of a ModelExperiment, written by the operator only."""
+
+    # Fields the apiserver or kopf may add to the status are ignored, not errors.
+    model_config = api_config(frozen=False, extra="ignore")
+
+    observed_generation: int | None = Field(
+        default=None, ge=0, description="The metadata.generation the operator last acted on."
+    )
+    phase: Phase = Field(
+        default=Phase.PENDING,
+        description="Pending (accepted, not started), Shadowing (mirrored traffic only), Progressing "
+        "(stepping real traffic), Paused, Promoted (a challenger has all the traffic), RolledBack (the "
+        "champion has all the traffic again) or Failed (needs a human, e.g. an invalid spec).",
+    )
+    current_step: int | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_STEPS - 1,
+        description="Index (from 0) of the current step in spec.rollout.steps; unset before the first step.",
+    )
+    weights: dict[str, Percent] = Field(
+        default_factory=dict,
+        max_length=_MAX_VARIANTS,
+        description="Traffic share per variant, in %, as applied to the routes (sums to 100).",
+    )
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        max_length=len(ConditionType),
+        description="Ready, Progressing, Succeeded, RolledBack, InvalidSpec, SampleRatioMismatch and "
+        "MetricsUnavailable.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
+    analysis: AnalysisRecord | None = Field(default=None, description="The latest analysis, per variant.")
+    history: list[HistoryEntry] = Field(
+        default_factory=list,
+        max_length=HISTORY_LIMIT,
+        description=f"The last {HISTORY_LIMIT} transitions, oldest first.",
+    )
+    # --- the loop's memory -----------------------------------------------------------------------
+    started_at: Timestamp | None = Field(
+        default=None, description="When the experiment started (shadow or first step)."
+    )
+    shadow_started_at: Timestamp | None = Field(default=None, description="When the shadow phase started.")
+    step_started_at: Timestamp | None = Field(
+        default=None, description="When the current step's weights were applied."
+    )
+    finished_at: Timestamp | None = Field(default=None, description="When a terminal phase was reached.")
+    consecutive_errors: int = Field(default=0, ge=0, description="Ticks in a row without usable metrics.")
+    data_outage_since: Timestamp | None = Field(
+        default=None, description="Start of the current stretch without usable metrics."
+    )
+    strata: list[Stratum] = Field(
+        default_factory=list,
+        max_length=STRATA_LIMIT,
+        description="Per-step weights and counts, oldest first.",
+    )
+    sequential: dict[str, dict[str, SequentialState]] = Field(
+        default_factory=dict,
+        max_length=_MAX_VARIANTS,
+        description="Sequential test state per challenger, then per metric or guardrail name.",
+    )
+    srm_max_log_e_value: float = Field(
+        default=0.0, description="Running maximum of the log e-process of the sample ratio mismatch test."
+    )
+    dropped_challengers: list[DroppedChallenger] = Field(
+        default_factory=list, max_length=MAX_CHALLENGERS, description="Challengers taken out, in order."
+    )
+    applied_controls: AppliedControls | None = Field(
+        default=None, description="Manual-control annotation values already acted on."
+    )
+    initial_replicas: int | None = Field(
+        default=None,
+        ge=0,
+        description="traffic.provider service: the champion's replicas when the experiment started.",
+    )
+
+    @field_validator("weights")
+    @classmethod
+    def _weights_sum_to_100(cls, weights: dict[str, int]) -> dict[str, int]:
+        if weights and sum(weights.values()) != 100:
+            raise ValueError(f"weights must sum to 100, got {sum(weights.values())}")
+        return weights
+
+    # --- helpers for the policy --------------------------------------------------------------------
+    def condition(self, type_: ConditionType) -> Condition | None:
+        """The condition of type ``type_``, if set."""
+        return next((c for c in self.conditions if c.type is type_), None)
+
+    def set_condition(
+        self,
+        type_: ConditionType,
+        status: ConditionStatus,
+        reason: str,
+        message: str,
+        *,
+        now: datetime,
+        generation: int | None = None,
+    ) -> Condition:
+        """Set a condition in place; ``lastTransitionTime`` changes only when the status does.
+
+        Returns
+        -------
+        Condition
+            The condition as stored.
+        """
+        previous = self.condition(type_)
+        changed_at = (
+            now if previous is None or previous.status is not status else previous.last_transition_time
+        )
+        new = Condition(
+            type=type_,
+            status=status,
+            reason=reason,
+            message=message,
+            last_transition_time=changed_at,
+            observed_generation=generation,
+        )
+        self.conditions = [c for c in self.conditions if c.type is not type_] + [new]
+        self.conditions.sort(key=lambda c: list(ConditionType).index(c.type))
+        return new
+
+    def record(self, entry: HistoryEntry) -> None:
+        """Append ``entry`` to the history, dropping the oldest entries beyond :data:`HISTORY_LIMIT`."""
+        self.history = [*self.history, entry][-HISTORY_LIMIT:]
