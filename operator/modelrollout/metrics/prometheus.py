@@ -1,0 +1,465 @@
+"""The Prometheus metrics provider, on ``prometheus_api_client.PrometheusConnect``.
+
+One instant query per metric field (see :mod:`modelrollout.metrics.queries`), evaluated at the
+tick's time ``at`` (the ``time`` parameter), with a timeout both on the HTTP request and on the
+server's evaluation (the ``timeout`` parameter): ``spec.metrics.prometheus.timeout``. The HTTP
+client does not retry on its own beyond one immediate reconnect (a tick is the retry: a failed
+query is an :class:`~modelrollout.observations.Unknown` now and is asked again at the next
+tick), so a tick never waits longer than the timeout per query. Once a query finds Prometheus
+unreachable, the rest of that tick's queries are not sent and get the same reason.
+
+How each failure reads (the ``reason`` of the ``Unknown``):
+
+=============================================  ==================================================
+failure                                         reason
+=============================================  ==================================================
+connection refused, DNS, TLS, connect timeout   ``Prometheus unreachable at <address>: <cause>``
+no answer within the timeout                    ``Prometheus unreachable at <address>: no answer
+                                                within <t> s``
+HTTP 401/403                                    ``Prometheus at <address> refused the query (HTTP
+                                                401): ... check ...bearerTokenSecretRef``
+HTTP 400 ``bad_data``                           ``PromQL error in <path>: <Prometheus's message>``
+HTTP 422 ``execution``                          ``Prometheus could not evaluate <path>: <message>``
+HTTP 503 ``timeout``/``canceled``               ``Prometheus timed out evaluating <path>: ...``
+other HTTP status                               ``Prometheus at <address> answered HTTP <code> ...``
+an answer that is not JSON or not a vector      ``Prometheus ... unexpected/unreadable answer ...``
+a variant without a series                      ``no data for variant <v> from <path> (query: ...)``
+NaN or infinity                                 ``the query returned NaN for variant <v> ...``
+negative count, successes > trials              ``negative trials (-3) for variant <v> ...``,
+                                                ``more successes (5) than trials (4) ...``
+=============================================  ==================================================
+
+Nothing here raises into the caller, whatever the failure.
+
+:meth:`PrometheusProvider.check` parses every query with ``/api/v1/format_query`` (Prometheus
+2.38 and later: a parse and type check without evaluation); where that endpoint is missing
+(older servers, some Prometheus-compatible backends) it evaluates the query once instead. Only a
+``bad_data`` answer is a spec error.
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import contextlib
+import json
+import os
+import re
+import tempfile
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final, Literal
+
+import requests
+from prometheus_api_client import PrometheusConnect
+from prometheus_api_client.exceptions import PrometheusApiClientException
+from urllib3.util.retry import Retry
+
+from modelrollout.api.spec import Prometheus
+from modelrollout.api.types import parse_duration
+from modelrollout.errors import InvalidInputError
+from modelrollout.metrics.base import ShadowReadings
+from modelrollout.metrics.credentials import Credentials
+from modelrollout.metrics.queries import FieldQuery, QuerySet, wrap_part
+from modelrollout.metrics.results import (
+    FieldValues,
+    VariantValue,
+    field_values,
+    metric_reading,
+    shadow_counts,
+    variant_values,
+)
+from modelrollout.observations import MetricReading, SpecError, Unknown
+
+#: Default number of queries of one tick in flight at once (async methods).
+DEFAULT_CONCURRENCY: Final = 4
+
+_STATUS_MESSAGE = re.compile(r"HTTP Status Code (\d+) \((.*)\)\s*$", re.DOTALL)
+_ERRNO = re.compile(r"\[Errno -?\d+\] ([^'\")]+)")
+_FailureKind = Literal["unreachable", "bad_data", "missing_endpoint", "other"]
+
+
+@dataclass(frozen=True)
+class _Failure:
+    """Why a request gave no answer: the reason for an Unknown, its kind, and Prometheus's words."""
+
+    reason: str
+    kind: _FailureKind
+    message: str = ""
+
+
+def _body_of(exc: PrometheusApiClientException) -> tuple[int | None, bytes]:
+    """The status code and body that ``PrometheusConnect`` put in its exception's message."""
+    match = _STATUS_MESSAGE.match(str(exc))
+    if match is None:
+        return None, str(exc).encode()
+    try:
+        body = ast.literal_eval(match.group(2))
+    except (ValueError, SyntaxError):
+        body = match.group(2)
+    return int(match.group(1)), body if isinstance(body, bytes) else str(body).encode()
+
+
+def _prometheus_error(body: bytes) -> tuple[str, str]:
+    """(errorType, error) of a Prometheus error answer, or ("", a short body)."""
+    try:
+        answer = json.loads(body)
+    except ValueError:
+        answer = None
+    if isinstance(answer, dict) and isinstance(answer.get("error"), str):
+        return str(answer.get("errorType", "")), answer["error"]
+    text = " ".join(body.decode("utf-8", "replace").split())
+    return "", text[:200]
+
+
+def _cause(exc: BaseException) -> str:
+    """A short cause of a connection error (``Connection refused``), without the query URL."""
+    text = str(exc)
+    found = _ERRNO.search(text)
+    if found:
+        return found.group(1).strip()
+    for pattern in ("Name or service not known", "certificate verify failed", "timed out"):
+        if pattern in text:
+            return pattern
+    return type(exc).__name__
+
+
+class PrometheusProvider:
+    """The :class:`~modelrollout.metrics.base.MetricsProvider` of a Prometheus server.
+
+    Parameters
+    ----------
+    address
+        Base URL of the Prometheus HTTP API (``http://prometheus.monitoring:9090``; a path prefix
+        is kept).
+    timeout
+        Seconds allowed to one query, on the wire and for the server's evaluation.
+    bearer_token
+        Sent as ``Authorization: Bearer <token>`` with every request.
+    ca_pem
+        PEM CA bundle that signs the server's certificate (``https://`` only); written to a
+        private temporary file for the HTTP client, removed by :meth:`close`.
+    max_concurrency
+        Queries of one tick in flight at once in the ``a``-methods (threads).
+    """
+
+    def __init__(
+        self,
+        address: str,
+        *,
+        timeout: float = 10.0,
+        bearer_token: str | None = None,
+        ca_pem: str | None = None,
+        max_concurrency: int = DEFAULT_CONCURRENCY,
+    ) -> None:
+        if not isinstance(address, str) or not address.startswith(("http://", "https://")):
+            raise InvalidInputError(f"address must be an http:// or https:// URL, got {address!r}")
+        if not timeout > 0:
+            raise InvalidInputError(f"timeout must be positive, got {timeout!r}")
+        if max_concurrency < 1:
+            raise InvalidInputError(f"max_concurrency must be at least 1, got {max_concurrency!r}")
+        self.address = address.rstrip("/")
+        self.timeout = float(timeout)
+        self.max_concurrency = max_concurrency
+        self._headers = {"Accept": "application/json"}
+        if bearer_token:
+            self._headers["Authorization"] = f"Bearer {bearer_token}"
+        self._session = requests.Session()
+        self._ca_file: str | None = None
+        if ca_pem:
+            handle, self._ca_file = tempfile.mkstemp(prefix="modelrollout-ca-", suffix=".pem")
+            with os.fdopen(handle, "w") as out:
+                out.write(ca_pem)
+            self._session.verify = self._ca_file
+        self._cleanup = weakref.finalize(self, _cleanup, self._session, self._ca_file)
+        # No retries beyond one immediate reconnect: the next tick is the retry.
+        retry = Retry(total=1, connect=1, read=0, status=0, other=0, redirect=0, backoff_factor=0,
+                      raise_on_status=False)
+        self._client = PrometheusConnect(
+            url=self.address, headers=self._headers, retry=retry, session=self._session, timeout=self.timeout
+        )
+        self._format_query_supported = True
+
+    @classmethod
+    def from_spec(
+        cls, prometheus: Prometheus, credentials: Credentials | None = None, **kwargs: Any
+    ) -> PrometheusProvider:
+        """A provider for ``spec.metrics.prometheus``, with the credentials read by
+        :func:`~modelrollout.metrics.credentials.read_credentials`."""
+        credentials = credentials or Credentials()
+        return cls(
+            prometheus.address,
+            timeout=parse_duration(prometheus.timeout).total_seconds(),
+            bearer_token=credentials.bearer_token,
+            ca_pem=credentials.ca_pem,
+            **kwargs,
+        )
+
+    def __repr__(self) -> str:
+        return f"PrometheusProvider({self.address!r}, timeout={self.timeout:g})"
+
+    def close(self) -> None:
+        """Close the HTTP session and remove the CA file."""
+        self._cleanup()
+
+    def __enter__(self) -> PrometheusProvider:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- one request ----------------------------------------------------------------------------
+
+    def _unreachable(self, cause: str) -> _Failure:
+        return _Failure(f"Prometheus unreachable at {self.address}: {cause}", "unreachable")
+
+    def _http_failure(self, status: int | None, body: bytes, path: str) -> _Failure:
+        error_type, error = _prometheus_error(body)
+        if status == 400 and error_type == "bad_data":
+            return _Failure(f"PromQL error in {path}: {error}", "bad_data", error)
+        if status in (401, 403):
+            return _Failure(
+                f"Prometheus at {self.address} refused the query (HTTP {status}): {error}; check "
+                "spec.metrics.prometheus.bearerTokenSecretRef",
+                "other",
+            )
+        if status == 422 or error_type == "execution":
+            return _Failure(f"Prometheus could not evaluate {path}: {error}", "other", error)
+        if error_type in ("timeout", "canceled"):
+            return _Failure(f"Prometheus timed out evaluating {path}: {error}", "other", error)
+        if status == 404:
+            return _Failure(
+                f"Prometheus at {self.address} answered HTTP 404 (is the address the base URL of the "
+                f"Prometheus API?): {error}",
+                "missing_endpoint",
+            )
+        return _Failure(f"Prometheus at {self.address} answered HTTP {status} for {path}: {error}", "other")
+
+    def _request_failure(self, exc: Exception, path: str) -> _Failure:
+        """The failure for an exception of the HTTP client."""
+        if isinstance(exc, PrometheusApiClientException):
+            status, body = _body_of(exc)
+            return self._http_failure(status, body, path)
+        if isinstance(exc, requests.exceptions.ConnectTimeout):
+            return self._unreachable(f"no connection within {self.timeout:g} s")
+        if isinstance(exc, requests.exceptions.ReadTimeout) or (
+            # without read retries, urllib3 reports a read timeout as "max retries exceeded"
+            isinstance(exc, requests.exceptions.ConnectionError) and "Read timed out" in str(exc)
+        ):
+            return self._unreachable(f"no answer within {self.timeout:g} s")
+        if isinstance(exc, requests.exceptions.SSLError):
+            return self._unreachable(f"TLS error: {_cause(exc)}")
+        if isinstance(exc, requests.exceptions.ConnectionError):
+            return self._unreachable(_cause(exc))
+        if isinstance(exc, ValueError | KeyError | TypeError):  # JSON errors, answers without "data"
+            return _Failure(
+                f"Prometheus at {self.address} gave an unreadable answer for {path}: {type(exc).__name__}",
+                "other",
+            )
+        what = f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, requests.exceptions.RequestException):
+            return _Failure(f"request to Prometheus at {self.address} failed: {what}", "other")
+        return _Failure(f"unexpected error querying Prometheus at {self.address}: {what}", "other")
+
+    def query(self, promql: str, at: datetime | None = None, *, path: str = "query") -> Any | Unknown:
+        """The ``result`` of an instant query at ``at`` (default: now), or why there is none."""
+        answer = self._query(promql, path, at)
+        return Unknown(answer.reason) if isinstance(answer, _Failure) else answer
+
+    def _query(self, promql: str, path: str, at: datetime | None) -> Any | _Failure:
+        params = {"timeout": f"{self.timeout:g}"}
+        if at is not None:
+            if at.tzinfo is None:
+                return _Failure(f"the evaluation time of {path} must be timezone-aware", "other")
+            params["time"] = f"{at.timestamp():.3f}"
+        try:
+            return self._client.custom_query(promql, params=params, timeout=self.timeout)
+        except Exception as exc:  # every failure becomes a reason, see the module docstring
+            return self._request_failure(exc, path)
+
+    def _parse(self, promql: str, path: str) -> _Failure | None:
+        """Whether ``promql`` parses: None, or the failure (``bad_data`` for a syntax or type error)."""
+        if self._format_query_supported:
+            try:
+                response = self._session.get(
+                    f"{self.address}/api/v1/format_query",
+                    params={"query": promql},
+                    headers=self._headers,
+                    timeout=self.timeout,
+                )
+            except Exception as exc:
+                return self._request_failure(exc, path)
+            if response.status_code == 200:
+                return None
+            failure = self._http_failure(response.status_code, response.content, path)
+            if failure.kind != "missing_endpoint":
+                return failure
+            self._format_query_supported = False
+        answer = self._query(promql, path, datetime.now(UTC))
+        return answer if isinstance(answer, _Failure) else None
+
+    # --- a tick ---------------------------------------------------------------------------------
+
+    def _collect(self, queries: Sequence[FieldQuery], at: datetime) -> list[Any | Unknown]:
+        answers: list[Any | Unknown] = []
+        down: Unknown | None = None
+        for query in queries:
+            if down is not None:
+                answers.append(down)
+                continue
+            answer = self._query(query.promql, query.path, at)
+            if isinstance(answer, _Failure):
+                answers.append(Unknown(answer.reason))
+                if answer.kind == "unreachable":
+                    down = answers[-1]
+            else:
+                answers.append(answer)
+        return answers
+
+    async def _acollect(self, queries: Sequence[FieldQuery], at: datetime) -> list[Any | Unknown]:
+        gate = asyncio.Semaphore(self.max_concurrency)
+        down: list[Unknown] = []
+
+        async def one(query: FieldQuery) -> Any | Unknown:
+            async with gate:
+                if down:
+                    return down[0]
+                answer = await asyncio.to_thread(self._query, query.promql, query.path, at)
+                if isinstance(answer, _Failure):
+                    unknown = Unknown(answer.reason)
+                    if answer.kind == "unreachable":
+                        down.append(unknown)
+                    return unknown
+                return answer
+
+        return list(await asyncio.gather(*(one(q) for q in queries)))
+
+    @staticmethod
+    def _metric_queries(query_set: QuerySet) -> list[FieldQuery]:
+        return [q for metric in query_set.metrics for q in metric.fields]
+
+    @staticmethod
+    def _shadow_queries(query_set: QuerySet) -> list[FieldQuery]:
+        shadow = query_set.shadow
+        if shadow is None:
+            return []
+        return [q for q in (shadow.differing, shadow.compared) if q is not None]
+
+    @staticmethod
+    def _readings(query_set: QuerySet, answers: Sequence[Any | Unknown]) -> dict[str, MetricReading]:
+        readings: dict[str, MetricReading] = {}
+        position = 0
+        for metric in query_set.metrics:
+            fields: dict[str, FieldValues] = {}
+            for query in metric.fields:
+                raw = answers[position]
+                position += 1
+                fields[query.field] = raw if isinstance(raw, Unknown) else field_values(query, raw)
+            readings[metric.name] = metric_reading(metric, fields)
+        return readings
+
+    @staticmethod
+    def _shadow_readings(query_set: QuerySet, answers: Sequence[Any | Unknown]) -> ShadowReadings:
+        shadow = query_set.shadow
+        if shadow is None:
+            return {}
+        queries = [q for q in (shadow.differing, shadow.compared) if q is not None]
+        fields: dict[str, Any] = {}
+        for query, raw in zip(queries, answers, strict=True):
+            values: Any = raw if isinstance(raw, Unknown) else variant_values(query, raw)
+            fields[query.field] = values
+        typed: dict[str, dict[str, VariantValue] | Unknown] = fields
+        return shadow_counts(shadow, typed)
+
+    def observe(self, query_set: QuerySet, at: datetime) -> dict[str, MetricReading]:
+        """Every metric of ``query_set``, by name, evaluated at ``at``; never raises."""
+        return self._readings(query_set, self._collect(self._metric_queries(query_set), at))
+
+    async def aobserve(self, query_set: QuerySet, at: datetime) -> dict[str, MetricReading]:
+        """:meth:`observe` off the event loop, up to ``max_concurrency`` queries at once."""
+        return self._readings(query_set, await self._acollect(self._metric_queries(query_set), at))
+
+    def observe_shadow(self, query_set: QuerySet, at: datetime) -> ShadowReadings:
+        """The divergence counters of each live challenger (empty without shadow queries)."""
+        return self._shadow_readings(query_set, self._collect(self._shadow_queries(query_set), at))
+
+    async def aobserve_shadow(self, query_set: QuerySet, at: datetime) -> ShadowReadings:
+        """:meth:`observe_shadow` off the event loop."""
+        return self._shadow_readings(query_set, await self._acollect(self._shadow_queries(query_set), at))
+
+    # --- checks ---------------------------------------------------------------------------------
+
+    def online(self) -> Unknown | None:
+        """None when Prometheus evaluates ``vector(1)``, else why not."""
+        answer = self._query("vector(1)", "the connectivity check", None)
+        if isinstance(answer, _Failure):
+            return Unknown(answer.reason)
+        return None
+
+    def _check_field(self, query: FieldQuery) -> SpecError | _Failure | None:
+        """The spec error of one field query, the failure that stopped the check, or None."""
+        if not query.parts:
+            failure = self._parse(query.promql, query.path)
+            if failure is not None and failure.kind == "bad_data":
+                return SpecError(query.path, f"the preset's query does not parse: {failure.message}")
+            return failure
+        several = len(query.parts) > 1
+        first = next(iter(query.parts))
+        failure = self._parse(query.parts[first], query.path)
+        if failure is not None:
+            if failure.kind == "bad_data":
+                where = f" (rendered for variant {first})" if several else ""
+                return SpecError(query.path, f"the query does not parse{where}: {failure.message}")
+            return failure
+        failure = self._parse(query.promql, query.path)
+        if failure is None or failure.kind != "bad_data":
+            return failure
+        # The combination fails although the first part parses: find the variant whose part fails.
+        for variant, part in query.parts.items():
+            alone = self._parse(part, query.path)
+            if alone is not None and alone.kind == "bad_data":
+                return SpecError(
+                    query.path, f"the query does not parse (rendered for variant {variant}): {alone.message}"
+                )
+            wrapped = self._parse(wrap_part(part, variant), query.path)
+            if wrapped is not None and wrapped.kind == "bad_data":
+                return SpecError(
+                    query.path,
+                    "the query must return an instant vector (one number per variant, such as "
+                    f"sum(increase(x_total[{{{{window}}}}]))): {wrapped.message}",
+                )
+        return SpecError(query.path, f"the query does not parse: {failure.message}")
+
+    def check(self, query_set: QuerySet) -> list[SpecError] | Unknown:
+        """The spec errors of ``query_set``: those found while building it, and every query that
+        does not parse or does not return an instant vector.
+
+        Returns an empty list when all is well, and :class:`Unknown` when Prometheus could not
+        be asked and no error was found. Never raises.
+        """
+        errors = query_set.spec_errors()
+        unknown: Unknown | None = None
+        for query in query_set.field_queries():
+            outcome = self._check_field(query)
+            if isinstance(outcome, SpecError):
+                errors.append(outcome)
+            elif isinstance(outcome, _Failure):
+                unknown = unknown or Unknown(f"could not check the queries: {outcome.reason}")
+                if outcome.kind == "unreachable":
+                    break
+        if errors:
+            return errors
+        return unknown if unknown is not None else []
+
+    async def acheck(self, query_set: QuerySet) -> list[SpecError] | Unknown:
+        """:meth:`check` off the event loop."""
+        return await asyncio.to_thread(self.check, query_set)
+
+
+def _cleanup(session: Any, ca_file: str | None) -> None:
+    session.close()
+    if ca_file is not None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(ca_file)
