@@ -8,7 +8,10 @@ repeats nor skips a step. Everything the policy needs across ticks is therefore 
 * per-step counter snapshots (``strata``) for the stratified analysis and the SRM test;
 * the sequential tests' state (``sequential``: running maximum of the log e-process, the frozen
   mixing variance, the running confidence interval; ``srmMaxLogEValue``);
-* dropped challengers, and the manual-control annotations already acted on.
+* dropped challengers, and the manual-control annotations already acted on;
+* the planned sample sizes (``plans``), frozen once computed, where a pause came from (``pause``),
+  and the time of the last tick (``lastTickAt``), so that a tick replayed with the same inputs
+  counts nothing twice.
 
 Numbers are finite (no NaN or infinity, which JSON cannot carry): a quantity that is not known is
 left out (``None``). ``model_dump(by_alias=True, mode="json")`` followed by ``model_validate``
@@ -281,6 +284,54 @@ class SequentialState(StatusModel):
     consecutive_failures: int = Field(
         default=0, ge=0, description="Threshold guardrails: ticks in a row over the threshold."
     )
+    previous_counters: MetricCounters | None = Field(
+        default=None,
+        description="Threshold guardrails: the challenger's cumulative reading at the tick before the "
+        "last one; the value judged against the threshold is the change from it to lastCounters.",
+    )
+    last_counters: MetricCounters | None = Field(
+        default=None,
+        description="Threshold guardrails: the challenger's cumulative reading at the last tick.",
+    )
+    p_value: _Probability | None = Field(
+        default=None,
+        description="method fixed: p-value of the single test at the planned sample size (frozen once "
+        "taken).",
+    )
+    estimate: float | None = Field(
+        default=None,
+        description="method fixed: the difference (challenger minus champion) at that single test.",
+    )
+
+
+class PauseReason(StrEnum):
+    """Why an experiment is paused: spec.paused, onDataOutage pause, or onInconclusive pause."""
+
+    SPEC = "SpecPaused"
+    DATA_OUTAGE = "DataOutage"
+    INCONCLUSIVE = "Inconclusive"
+
+
+class PauseRecord(StatusModel):
+    """Where a paused experiment came from, and why it is paused (to resume the right phase)."""
+
+    from_phase: Phase = Field(description="The phase the experiment resumes when the pause ends.")
+    reason: PauseReason = Field(
+        description="SpecPaused (ends when spec.paused is false), DataOutage (ends when the metrics are "
+        "usable again) or Inconclusive (ends if analysis.maxDuration is raised past the current time)."
+    )
+    since: Timestamp = Field(description="When the pause began.")
+
+
+class PlannedSample(StatusModel):
+    """The planned sample size per variant of one outcome metric, frozen when first computed."""
+
+    n: int = Field(ge=1, description="Planned samples per variant.")
+    baseline: float = Field(description="The champion's value of the metric the plan was computed from.")
+    sd: float | None = Field(
+        default=None, ge=0, description="mean and ratio metrics: the per-unit standard deviation used."
+    )
+    at: Timestamp = Field(description="When the plan was computed.")
 
 
 class DroppedChallenger(StatusModel):
@@ -394,6 +445,20 @@ class ModelExperimentStatus(StatusModel):
     )
     applied_controls: AppliedControls | None = Field(
         default=None, description="Manual-control annotation values already acted on."
+    )
+    pause: PauseRecord | None = Field(
+        default=None, description="While phase is Paused: where it came from and why."
+    )
+    plans: dict[str, PlannedSample] = Field(
+        default_factory=dict,
+        max_length=1 + MAX_SECONDARY_METRICS,
+        description="Planned samples per variant of the primary and decisive secondary metrics, by "
+        "metric name; frozen once computed from the champion's observed value.",
+    )
+    last_tick_at: Timestamp | None = Field(
+        default=None,
+        description="Time of the last tick the analysis counted; a tick at the same time is a replay "
+        "and counts nothing twice (errors, threshold failures).",
     )
     initial_replicas: int | None = Field(
         default=None,

@@ -1,0 +1,270 @@
+"""Readings of the tick, checked; per-step (stratum) counts from cumulative readings and baselines.
+
+Observations are cumulative since the experiment started. Each stratum (a step, or a part of a
+step after a challenger was dropped) keeps the cumulative values at its start as ``baseline``; its
+own counts are ``reading - baseline``, kept up to date in ``totals`` while it runs and frozen
+when it ends.
+
+* A stratum that began when the experiment began has a zero baseline. Any other stratum takes the
+  readings of the tick it began in; a metric unknown at that moment gets the previous stratum's
+  baseline plus its last known totals (the counts between that last reading and the change are
+  then attributed to the new stratum), or, without those (the first step after the shadow phase,
+  where a challenger's outcome metrics may have no series yet), the first reading after the
+  stratum began, taken for every variant at once (the counts before it are lost to the
+  comparison, for both arms alike).
+* Counts that must not go down (trials, successes, counts, units, sums of squares, denominators)
+  and do, relative to the stratum's baseline or to the last reading, by more than ``1 + 1 %`` of
+  the earlier value are a counter reset the query did not absorb: the metric is Unknown for the
+  tick (and stays so while the reading is below; a long outage then applies ``onDataOutage``).
+  Smaller negative differences (the extrapolation noise of ``increase()``) are clamped to 0.
+  Successes above trials are treated the same way.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Final
+
+from modelrollout.api.presets import MetricType
+from modelrollout.api.spec import QUERY_FIELDS, ModelExperimentSpec
+from modelrollout.api.status import MetricCounters, ModelExperimentStatus, Stratum
+from modelrollout.observations import Unknown
+
+#: The counter fields of each metric type (python attribute names).
+FIELDS: Final[dict[MetricType, tuple[str, ...]]] = {
+    t: tuple(attr for attr, _ in fields) for t, fields in QUERY_FIELDS.items()
+}
+#: The field that counts a metric's samples (trials, observations or units).
+SAMPLE_FIELD: Final[dict[MetricType, str]] = {
+    MetricType.PROPORTION: "trials",
+    MetricType.MEAN: "count",
+    MetricType.RATIO: "units",
+}
+_NON_NEGATIVE: Final = frozenset(
+    {
+        "successes",
+        "trials",
+        "count",
+        "sum_of_squares",
+        "units",
+        "denominator",
+        "numerator_squares",
+        "denominator_squares",
+    }
+)
+
+
+def _tolerance(base: float) -> float:
+    return 1.0 + 0.01 * abs(base)
+
+
+@dataclass(frozen=True)
+class Known:
+    """A usable reading of one metric: cumulative counters per variant (champion + live)."""
+
+    values: Mapping[str, MetricCounters]
+
+
+Reading = Known | Unknown
+
+
+def metric_types(spec: ModelExperimentSpec) -> dict[str, MetricType]:
+    """Every metric's type by name: primary, secondary metrics, then guardrails."""
+    m = spec.metrics
+    out = {m.primary.name: m.primary.metric_type}
+    out.update({s.name: s.metric_type for s in m.secondary})
+    out.update({g.name: g.metric_type for g in m.guardrails})
+    return out
+
+
+def samples(counters: MetricCounters | None, mtype: MetricType) -> float:
+    """The number of samples in ``counters`` (0 when unknown)."""
+    if counters is None:
+        return 0.0
+    value = getattr(counters, SAMPLE_FIELD[mtype])
+    return float(value) if value is not None else 0.0
+
+
+def _check(raw: MetricCounters, mtype: MetricType) -> MetricCounters | str:
+    values: dict[str, float] = {}
+    for name in FIELDS[mtype]:
+        v = getattr(raw, name)
+        if v is None:
+            return f"{name} is missing"
+        v = float(v)
+        if not math.isfinite(v):
+            return f"{name} is not a finite number"
+        if name in _NON_NEGATIVE and v < 0:
+            return f"{name} is negative ({v:g})"
+        values[name] = v
+    if mtype is MetricType.PROPORTION and values["successes"] > values["trials"]:
+        if values["successes"] > values["trials"] + _tolerance(values["trials"]):
+            return f"successes ({values['successes']:g}) exceed trials ({values['trials']:g})"
+        values["successes"] = values["trials"]
+    return MetricCounters(**values)
+
+
+def read(
+    spec: ModelExperimentSpec, metrics: Mapping[str, object], variants: tuple[str, ...]
+) -> dict[str, Reading]:
+    """Check the tick's readings of every metric for ``variants``; anything unusable is Unknown."""
+    out: dict[str, Reading] = {}
+    for name, mtype in metric_types(spec).items():
+        raw = metrics.get(name)
+        if raw is None:
+            out[name] = Unknown("no reading")
+            continue
+        if isinstance(raw, Unknown):
+            out[name] = raw
+            continue
+        if not isinstance(raw, Mapping):
+            out[name] = Unknown("malformed reading")
+            continue
+        values: dict[str, MetricCounters] = {}
+        problem: str | None = None
+        for variant in variants:
+            counters = raw.get(variant)
+            if not isinstance(counters, MetricCounters):
+                problem = f"no value for {variant}"
+                break
+            checked = _check(counters, mtype)
+            if isinstance(checked, str):
+                problem = f"{variant}: {checked}"
+                break
+            values[variant] = checked
+        out[name] = Unknown(problem) if problem is not None else Known(values)
+    return out
+
+
+def plus(a: MetricCounters, b: MetricCounters, mtype: MetricType) -> MetricCounters:
+    """Field-wise sum of two counters of ``mtype``."""
+    return MetricCounters(
+        **{f: float(getattr(a, f) or 0.0) + float(getattr(b, f) or 0.0) for f in FIELDS[mtype]}
+    )
+
+
+def minus(reading: MetricCounters, base: MetricCounters, mtype: MetricType) -> MetricCounters | str:
+    """``reading - base``, or why that difference is inconsistent (see the module docstring)."""
+    values: dict[str, float] = {}
+    for f in FIELDS[mtype]:
+        r, b = float(getattr(reading, f) or 0.0), float(getattr(base, f) or 0.0)
+        d = r - b
+        if f in _NON_NEGATIVE and d < 0:
+            if d < -_tolerance(b):
+                return f"{f} went down from {b:g} to {r:g} (a counter reset?)"
+            d = 0.0
+        values[f] = d
+    if mtype is MetricType.PROPORTION and values["successes"] > values["trials"]:
+        if values["successes"] > values["trials"] + _tolerance(values["trials"]):
+            return "successes exceed trials within the step"
+        values["successes"] = values["trials"]
+    return MetricCounters(**values)
+
+
+def zero(mtype: MetricType) -> MetricCounters:
+    """Counters of ``mtype`` at zero."""
+    return MetricCounters(**dict.fromkeys(FIELDS[mtype], 0.0))
+
+
+def baseline_of(
+    status: ModelExperimentStatus, stratum: Stratum, variant: str, metric: str, mtype: MetricType
+) -> MetricCounters | None:
+    """The stratum's baseline of ``metric`` for ``variant`` (zero for a stratum that began with the
+    experiment), or None when it is not known."""
+    base = stratum.baseline.get(variant, {}).get(metric)
+    if base is not None:
+        return base
+    if status.started_at is not None and stratum.started_at == status.started_at:
+        return zero(mtype)
+    return None
+
+
+def update_totals(
+    spec: ModelExperimentSpec, status: ModelExperimentStatus, readings: dict[str, Reading]
+) -> None:
+    """Refresh the running stratum's totals from the known readings, in place.
+
+    A reading inconsistent with the stratum's baseline turns into Unknown in ``readings``.
+    """
+    if not status.strata:
+        return
+    stratum = status.strata[-1]
+    types = metric_types(spec)
+    for name, reading in list(readings.items()):
+        if not isinstance(reading, Known):
+            continue
+        mtype = types[name]
+        fresh: dict[str, MetricCounters] = {}
+        for variant, counters in reading.values.items():
+            base = baseline_of(status, stratum, variant, name, mtype)
+            if base is None:
+                # No baseline yet: this reading is it (for every variant of the metric at once).
+                stratum.baseline.setdefault(variant, {})[name] = counters
+                base = counters
+            diff = minus(counters, base, mtype)
+            before = stratum.totals.get(variant, {}).get(name)
+            if not isinstance(diff, str) and before is not None:
+                # The cumulative reading must not fall below the last one either.
+                back = minus(diff, before, mtype)
+                if isinstance(back, str):
+                    diff = back
+            if isinstance(diff, str):
+                readings[name] = Unknown(f"{variant}: {diff}")
+                fresh = {}
+                break
+            fresh[variant] = diff
+        for variant, counters in fresh.items():
+            stratum.totals.setdefault(variant, {})[name] = counters
+
+
+def new_baseline(
+    spec: ModelExperimentSpec, status: ModelExperimentStatus, readings: Mapping[str, Reading]
+) -> dict[str, dict[str, MetricCounters]]:
+    """Baselines of a stratum that begins now (see the module docstring)."""
+    types = metric_types(spec)
+    previous = status.strata[-1] if status.strata else None
+    baseline: dict[str, dict[str, MetricCounters]] = {}
+    for name, mtype in types.items():
+        reading = readings.get(name)
+        for variant in spec.variant_names():
+            value: MetricCounters | None = None
+            if isinstance(reading, Known) and variant in reading.values:
+                value = reading.values[variant]
+            elif previous is not None:
+                base = baseline_of(status, previous, variant, name, mtype)
+                total = previous.totals.get(variant, {}).get(name)
+                if base is not None and total is not None:
+                    value = plus(base, total, mtype)
+            if value is not None:
+                baseline.setdefault(variant, {})[name] = value
+    return baseline
+
+
+def series(status: ModelExperimentStatus, metric: str, variant: str) -> list[MetricCounters | None]:
+    """The totals of ``metric`` for ``variant`` in every stratum, oldest first (None: unknown)."""
+    return [s.totals.get(variant, {}).get(metric) for s in status.strata]
+
+
+def run_samples(status: ModelExperimentStatus, metric: str, variant: str, mtype: MetricType) -> float:
+    """Samples of ``variant`` over every stratum of the run."""
+    return sum(samples(c, mtype) for c in series(status, metric, variant))
+
+
+def step_samples(
+    status: ModelExperimentStatus, metric: str, variant: str, mtype: MetricType, step: int
+) -> float:
+    """Samples of ``variant`` in the strata of step ``step``."""
+    return sum(samples(s.totals.get(variant, {}).get(metric), mtype) for s in status.strata if s.step == step)
+
+
+def pooled(
+    status: ModelExperimentStatus, metric: str, variant: str, mtype: MetricType
+) -> MetricCounters | None:
+    """The sum of ``variant``'s totals over every stratum (None when there are none)."""
+    out: MetricCounters | None = None
+    for counters in series(status, metric, variant):
+        if counters is not None:
+            out = counters if out is None else plus(out, counters, mtype)
+    return out

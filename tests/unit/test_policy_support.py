@@ -1,0 +1,327 @@
+"""Given/When/Then support for the policy tests: a spec builder, a seeded simulated world that turns
+the route weights into cumulative counters, and a fake clock that ticks ``decide``.
+
+``Experiment(spec, World(...)).tick()`` advances the clock by the spec's interval, lets the world
+serve that interval's requests with the routes of the last decision, builds the Observations
+(cumulative since the experiment started) and calls ``decide``. Faults are injected per tick:
+``outage=`` (metrics that read Unknown), ``annotations=``, ``spec_errors=``, or by changing the
+world (``world.truth[...]``, ``world.loss[...]``). The tests of this module check the helpers.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import pytest
+
+from modelrollout.api.spec import ModelExperimentSpec
+from modelrollout.api.status import MetricCounters, ModelExperimentStatus, Phase
+from modelrollout.observations import Observations, ShadowCounts, SpecError, Unknown
+from modelrollout.policy import Decision, decide
+
+pytestmark = pytest.mark.unit
+
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+BASE_SPEC: dict[str, Any] = {
+    "champion": {"name": "v1", "service": "model-v1"},
+    "challengers": [{"name": "v2", "service": "model-v2"}],
+    "traffic": {"provider": "istio", "istio": {"virtualService": "model", "routes": ["default"]}},
+    "rollout": {"steps": [10, 25, 50, 100], "minStepDuration": "2m", "interval": "30s"},
+    "metrics": {
+        "prometheus": {"address": "http://prometheus:9090"},
+        "primary": {
+            "name": "conversion",
+            "type": "proportion",
+            "successes": 'sum(c{m="{{variant}}"})',
+            "trials": 'sum(r{m="{{variant}}"})',
+            "minimumDetectableEffect": 0.1,
+        },
+        "guardrails": [{"name": "errors", "preset": "istio-error-rate", "maxRelativeIncrease": 0.5}],
+    },
+    "analysis": {"maxDuration": "1d", "maxConsecutiveErrors": 5, "maxDataOutage": "10m"},
+}
+
+
+def merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """Deep merge of dicts (lists and scalars of ``over`` replace)."""
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def make_spec(**over: Any) -> ModelExperimentSpec:
+    """The base spec with ``over`` merged in (camelCase keys, as in YAML)."""
+    return ModelExperimentSpec.model_validate(merge(BASE_SPEC, over))
+
+
+def spec_with_primary(primary: Mapping[str, Any], **over: Any) -> ModelExperimentSpec:
+    """The base spec with its primary metric replaced by ``primary``."""
+    raw = merge(BASE_SPEC, over)
+    raw["metrics"]["primary"] = dict(primary)
+    return ModelExperimentSpec.model_validate(raw)
+
+
+def challengers(*names: str) -> list[dict[str, str]]:
+    return [{"name": n, "service": f"model-{n}"} for n in names]
+
+
+@dataclass
+class World:
+    """Simulated traffic: ``rps`` requests per second split by the routes, outcomes drawn with a
+    fixed seed. ``truth[metric][variant]`` is the true rate (proportions), ``(mean, sd)`` (means)
+    or ``(rate, visits)`` (ratios: per-unit Poisson visits, Binomial successes); missing entries
+    fall back to ``default[metric]``. ``loss[variant]`` drops that share of the variant's
+    primary-metric trials (a sample ratio mismatch). ``divergence[challenger]`` is the share of
+    mirrored predictions that differ."""
+
+    spec: ModelExperimentSpec
+    seed: int = 0
+    rps: float = 100.0
+    truth: dict[str, dict[str, Any]] = field(default_factory=dict)
+    default: dict[str, Any] = field(default_factory=lambda: {"conversion": 0.2, "errors": 0.01})
+    loss: dict[str, float] = field(default_factory=dict)
+    divergence: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.rng = np.random.default_rng(self.seed)
+        self.reset()
+
+    def reset(self) -> None:
+        self.totals: dict[str, dict[str, dict[str, float]]] = {}
+        self.shadow: dict[str, list[float]] = {}
+
+    def _truth(self, metric: str, variant: str) -> Any:
+        return self.truth.get(metric, {}).get(variant, self.default.get(metric))
+
+    def _add(self, metric: str, variant: str, values: Mapping[str, float]) -> None:
+        bucket = self.totals.setdefault(metric, {}).setdefault(variant, {})
+        for key, value in values.items():
+            bucket[key] = bucket.get(key, 0.0) + float(value)
+
+    def serve(self, weights: Mapping[str, int], mirrors: Mapping[str, int], seconds: float) -> None:
+        """Serve ``seconds`` of traffic routed by ``weights`` (and mirrored by ``mirrors``)."""
+        total = self.rps * seconds
+        served = {v: int(self.rng.binomial(int(total), w / 100.0)) if w else 0 for v, w in weights.items()}
+        champion = self.spec.champion.name
+        for c, percent in mirrors.items():
+            served[c] = served.get(c, 0) + int(self.rng.binomial(served.get(champion, 0), percent / 100.0))
+            n = int(self.rng.binomial(served.get(champion, 0), percent / 100.0))
+            d = int(self.rng.binomial(n, self.divergence.get(c, 0.0)))
+            got = self.shadow.setdefault(c, [0.0, 0.0])
+            got[0] += n
+            got[1] += d
+        names = [self.spec.metrics.primary, *self.spec.metrics.secondary, *self.spec.metrics.guardrails]
+        for metric in names:
+            mtype = metric.metric_type.value
+            for variant, n in served.items():
+                if metric.name == self.spec.metrics.primary.name and variant in self.loss:
+                    n = int(self.rng.binomial(n, 1.0 - self.loss[variant]))
+                truth = self._truth(metric.name, variant)
+                if mtype == "proportion":
+                    rate = float(truth) if truth is not None else 0.1
+                    self._add(metric.name, variant, {"successes": self.rng.binomial(n, rate), "trials": n})
+                elif mtype == "mean":
+                    mean, sd = truth
+                    x = self.rng.normal(mean, sd, size=n)
+                    self._add(
+                        metric.name, variant, {"count": n, "sum": x.sum(), "sum_of_squares": (x * x).sum()}
+                    )
+                else:
+                    rate, visits = truth
+                    xs = self.rng.poisson(visits, size=n) + 1
+                    ys = self.rng.binomial(xs, rate)
+                    self._add(
+                        metric.name,
+                        variant,
+                        {
+                            "units": n,
+                            "numerator": ys.sum(),
+                            "denominator": xs.sum(),
+                            "numerator_squares": (ys * ys).sum(),
+                            "denominator_squares": (xs * xs).sum(),
+                            "cross_products": (xs * ys).sum(),
+                        },
+                    )
+
+    def observations(
+        self,
+        at: datetime,
+        *,
+        outage: Iterable[str] = (),
+        annotations: Mapping[str, str] | None = None,
+        spec_errors: tuple[SpecError, ...] = (),
+        generation: int = 1,
+    ) -> Observations:
+        """The cumulative readings, with ``outage`` metrics (or ``"shadow"``) Unknown."""
+        dead = set(outage)
+        metrics: dict[str, Any] = {}
+        for metric in [
+            self.spec.metrics.primary,
+            *self.spec.metrics.secondary,
+            *self.spec.metrics.guardrails,
+        ]:
+            if metric.name in dead:
+                metrics[metric.name] = Unknown("prometheus: connection refused")
+                continue
+            fields = {
+                "proportion": ("successes", "trials"),
+                "mean": ("count", "sum", "sum_of_squares"),
+                "ratio": (
+                    "units",
+                    "numerator",
+                    "denominator",
+                    "numerator_squares",
+                    "denominator_squares",
+                    "cross_products",
+                ),
+            }[metric.metric_type.value]
+            per = {}
+            for variant in self.spec.variant_names():
+                got = self.totals.get(metric.name, {}).get(variant, {})
+                per[variant] = MetricCounters(**{f: got.get(f, 0.0) for f in fields})
+            metrics[metric.name] = per
+        shadow: dict[str, Any] = {}
+        for c in self.spec.challengers:
+            compared, differing = self.shadow.get(c.name, [0.0, 0.0])
+            counts = ShadowCounts(compared, differing)
+            shadow[c.name] = Unknown("no shadow data") if "shadow" in dead else counts
+        return Observations(
+            at=at,
+            metrics=metrics,
+            shadow=shadow,
+            spec_errors=spec_errors,
+            annotations=dict(annotations or {}),
+            generation=generation,
+        )
+
+
+class Experiment:
+    """A fake clock driving ``decide`` tick by tick against a :class:`World`."""
+
+    def __init__(
+        self,
+        spec: ModelExperimentSpec,
+        world: World | None = None,
+        *,
+        interval: float = 30.0,
+        check_idempotent: bool = True,
+        check_roundtrip: bool = False,
+    ) -> None:
+        self.spec = spec
+        self.world = world or World(spec)
+        self.world.spec = spec
+        self.interval = interval
+        self.now = T0
+        self.status = ModelExperimentStatus()
+        self.decisions: list[Decision] = []
+        self.check_idempotent = check_idempotent
+        self.check_roundtrip = check_roundtrip
+        self.observed: list[Observations] = []
+        self.annotations: dict[str, str] = {}
+
+    @property
+    def last(self) -> Decision:
+        return self.decisions[-1]
+
+    def set_spec(self, **over: Any) -> None:
+        self.spec = ModelExperimentSpec.model_validate(
+            merge(self.spec.model_dump(by_alias=True, exclude_none=True), over)
+        )
+        self.world.spec = self.spec
+
+    def tick(self, seconds: float | None = None, **faults: Any) -> Decision:
+        """When ``seconds`` pass (default: the interval), then decide."""
+        dt = self.interval if seconds is None else seconds
+        if self.decisions:
+            routes = self.last.routes
+            self.world.serve(routes.weights, routes.mirrors, dt)
+        self.now += timedelta(seconds=dt)
+        annotations = {**self.annotations, **faults.pop("annotations", {})}
+        obs = self.world.observations(self.now, annotations=annotations, **faults)
+        started = self.status.started_at
+        given = self.status.model_copy(deep=True)
+        decision = decide(self.spec, self.status, obs, self.now)
+        assert self.status == given, "decide changed the status it was given"
+        if self.check_idempotent:
+            again = decide(self.spec, decision.status, obs, self.now)
+            assert again.status == decision.status, "decide is not idempotent"
+            assert again.routes == decision.routes
+            assert again.events == (), "a replayed tick emits Events again"
+        if self.check_roundtrip:
+            # The status as the apiserver hands it back decides the same.
+            echoed = decide(self.spec, roundtrip(self.status), obs, self.now)
+            assert echoed.status == decision.status, "the JSON round trip changes the decision"
+            assert (echoed.rule, echoed.routes) == (decision.rule, decision.routes)
+        self.observed.append(obs)
+        if decision.status.started_at != started:
+            self.world.reset()  # the provider's counts run from the (new) start
+        self.status = decision.status
+        self.decisions.append(decision)
+        return decision
+
+    def ticks(self, n: int, **faults: Any) -> list[Decision]:
+        return [self.tick(**faults) for _ in range(n)]
+
+    def until(self, done: Callable[[Decision], bool], limit: int = 2000, **faults: Any) -> Decision:
+        """Tick until ``done`` holds (fails after ``limit`` ticks)."""
+        for _ in range(limit):
+            d = self.tick(**faults)
+            if done(d):
+                return d
+        raise AssertionError(f"not reached in {limit} ticks; last: {self.last.rule} {self.last.message}")
+
+    def challenger_shares(self) -> list[int]:
+        """The challengers' total weight after each tick."""
+        return [
+            sum(w for v, w in d.routes.weights.items() if v != self.spec.champion.name)
+            for d in self.decisions
+        ]
+
+
+def finished(d: Decision) -> bool:
+    return d.phase.terminal
+
+
+def roundtrip(status: ModelExperimentStatus) -> ModelExperimentStatus:
+    """The status after a trip through JSON and the apiserver (which drops nulls)."""
+    dumped = json.loads(json.dumps(status.model_dump(by_alias=True, mode="json", exclude_none=True)))
+    return ModelExperimentStatus.model_validate(dumped)
+
+
+# --- the helpers' own tests ------------------------------------------------------------------
+
+
+def test_world_is_cumulative_and_seeded() -> None:
+    spec = make_spec()
+    a, b = World(spec, seed=7), World(spec, seed=7)
+    for world in (a, b):
+        world.serve({"v1": 90, "v2": 10}, {}, 30)
+    first = a.observations(T0).metrics["conversion"]
+    a.serve({"v1": 90, "v2": 10}, {}, 30)
+    second = a.observations(T0).metrics["conversion"]
+    assert isinstance(first, Mapping)
+    assert isinstance(second, Mapping)
+    assert first["v1"].trials is not None
+    assert second["v1"].trials is not None
+    assert second["v1"].trials > first["v1"].trials > 2000
+    assert b.observations(T0).metrics["conversion"] == first
+
+
+def test_outage_reads_unknown_and_experiment_ticks_the_clock() -> None:
+    exp = Experiment(make_spec())
+    d = exp.tick()
+    assert d.phase is Phase.PROGRESSING
+    assert exp.now == T0 + timedelta(seconds=30)
+    obs = exp.world.observations(exp.now, outage=["conversion"])
+    assert isinstance(obs.metrics["conversion"], Unknown)
