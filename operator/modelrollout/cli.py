@@ -199,9 +199,44 @@ def _register_simulate(sub: Any) -> None:
     p.set_defaults(func=_cmd_simulate)
 
 
+# --- run ---------------------------------------------------------------------------------------
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    import kopf
+
+    import modelrollout.handlers  # noqa: F401  (registers the handlers with kopf)
+
+    namespaces = args.namespace or []
+    if not namespaces and not args.all_namespaces:
+        raise InvalidInputError("give --namespace NS (repeatable) or --all-namespaces")
+    kopf.configure(verbose=args.verbose)
+    kopf.run(
+        clusterwide=args.all_namespaces,
+        namespaces=namespaces,
+        standalone=True,
+        liveness_endpoint=args.liveness,
+    )
+    return 0
+
+
+def _register_run(sub: Any) -> None:
+    p = sub.add_parser("run", help="run the operator (kopf) against the current kubeconfig")
+    p.add_argument("--namespace", "-n", action="append", help="namespace to watch (repeatable)")
+    p.add_argument("--all-namespaces", "-A", action="store_true", help="watch every namespace")
+    p.add_argument("--liveness", default=None, help="liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
+    p.add_argument("--verbose", action="store_true")
+    p.set_defaults(func=_cmd_run)
+
+
 # --- main ----------------------------------------------------------------------------------------
 
-_REGISTRARS: list[Callable[[Any], None]] = [_register_plan, _register_analyze, _register_simulate]
+_REGISTRARS: list[Callable[[Any], None]] = [
+    _register_plan,
+    _register_analyze,
+    _register_simulate,
+    _register_run,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

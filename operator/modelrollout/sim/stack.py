@@ -352,10 +352,14 @@ class SimStack:
         return {MODELS_JOB: [m.target for m in self.models], MESH_JOB: [m.target for m in self.meshes]}
 
     def register_targets(self, prometheus: Prometheus, *, wait_up: bool = True,
-                         timeout: float = 30.0) -> None:
-        """Have ``prometheus`` (the localenv one) scrape every model and mesh of this stack."""
+                         timeout: float = 30.0, labels: Mapping[str, str] | None = None) -> None:
+        """Have ``prometheus`` (the localenv one) scrape every model and mesh of this stack.
+
+        ``labels`` are added to every scraped series (e.g. ``namespace``, as Kubernetes service
+        discovery would), so queries can select this stack's series by them.
+        """
         for job, targets in self.scrape_targets().items():
-            prometheus.set_targets(job, targets, wait=True, timeout=timeout)
+            prometheus.set_targets(job, targets, labels, wait=True, timeout=timeout)
             if wait_up and targets:
                 prometheus.wait_for_targets(job, len(targets), up=True, timeout=timeout)
 

@@ -1,0 +1,235 @@
+"""The operator's Kubernetes plumbing: spec → routing target, reference checks, status writes.
+
+Everything here is synchronous (the kubernetes client is); kopf runs the handlers that call it in
+its thread pool, off the event loop.
+
+* :func:`traffic_target` maps a spec onto the routers' plain :class:`~modelrollout.routing.TrafficTarget`.
+* :func:`check_references` finds what only the operator can see is wrong with a spec: a Service,
+  Deployment, VirtualService, HTTPRoute or route that is not there. Each problem becomes a
+  :class:`~modelrollout.observations.SpecError` with the field path and the fix, so the policy sets
+  ``InvalidSpec`` and moves no traffic.
+* :func:`patch_status` writes the status with optimistic concurrency: the merge patch carries the
+  ``resourceVersion`` that was read, so a concurrent writer makes it fail with 409 instead of being
+  overwritten.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from modelrollout.api.spec import ModelExperimentSpec, Provider
+from modelrollout.observations import SpecError
+from modelrollout.routing import RouteNotFoundError, Router, TargetError, TrafficTarget, Variant
+from modelrollout.routing.errors import ObjectNotFoundError
+
+GROUP = "modelrollout.io"
+VERSION = "v1alpha1"
+PLURAL = "modelexperiments"
+
+
+class StatusConflictError(Exception):
+    """The experiment changed since it was read (409): the tick is retried with a fresh read."""
+
+
+def _variants(spec: ModelExperimentSpec) -> tuple[Variant, ...]:
+    out = []
+    for v in (spec.champion, *spec.challengers):
+        destination = v.service or v.deployment or v.name
+        out.append(Variant(name=v.name, destination=destination, deployment=v.deployment))
+    return tuple(out)
+
+
+def _variant_paths(spec: ModelExperimentSpec) -> dict[str, str]:
+    paths = {spec.champion.name: "spec.champion"}
+    paths.update({c.name: f"spec.challengers[{i}]" for i, c in enumerate(spec.challengers)})
+    return paths
+
+
+def traffic_target(
+    spec: ModelExperimentSpec, namespace: str, custom: client.CustomObjectsApi | None = None
+) -> TrafficTarget:
+    """The routers' view of ``spec``.
+
+    HTTPRoute rules given by index are resolved to their names by reading the HTTPRoute (the
+    Gateway API router selects rules by name), hence the optional ``custom`` client.
+
+    Raises
+    ------
+    TargetError
+        The HTTPRoute or a rule index does not exist, or the rule has no name.
+    """
+    traffic = spec.traffic
+    header = traffic.stickiness.bucket_header if traffic.stickiness else None
+    common: dict[str, Any] = {
+        "namespace": namespace,
+        "variants": _variants(spec),
+        "champion": spec.champion.name,
+        "bucket_header": header,
+    }
+    if traffic.provider is Provider.ISTIO:
+        assert traffic.istio is not None  # the CRD's CEL rules guarantee the block
+        return TrafficTarget(name=traffic.istio.virtual_service, routes=traffic.istio.routes, **common)
+    if traffic.provider is Provider.GATEWAY_API:
+        gw = traffic.gateway_api
+        assert gw is not None
+        if gw.rule_names is not None:
+            rules: tuple[str, ...] = tuple(gw.rule_names)
+        else:
+            rules = _rule_names_from_indexes(custom, namespace, gw.http_route, gw.rule_indexes or ())
+        return TrafficTarget(name=gw.http_route, routes=rules, **common)
+    assert traffic.service is not None
+    return TrafficTarget(
+        name=traffic.service.service, replicas=traffic.service.replicas, **{**common, "bucket_header": None}
+    )
+
+
+def _rule_names_from_indexes(
+    custom: client.CustomObjectsApi | None, namespace: str, name: str, indexes: tuple[int, ...]
+) -> tuple[str, ...]:
+    if custom is None:
+        raise TargetError(
+            "ruleIndexes need the HTTPRoute to be read", kind="HTTPRoute", namespace=namespace, name=name
+        )
+    try:
+        route: Any = custom.get_namespaced_custom_object(
+            "gateway.networking.k8s.io", "v1", namespace, "httproutes", name
+        )
+    except ApiException as exc:
+        if exc.status == 404:
+            raise ObjectNotFoundError(
+                f"HTTPRoute {namespace}/{name} not found", kind="HTTPRoute", namespace=namespace, name=name
+            ) from None
+        raise
+    rules = route.get("spec", {}).get("rules", [])
+    names = []
+    for i in indexes:
+        if i >= len(rules):
+            raise RouteNotFoundError(
+                f"HTTPRoute {name} has {len(rules)} rules; there is no rule index {i}",
+                kind="HTTPRoute", namespace=namespace, name=name, route=str(i),
+            )
+        rule_name = rules[i].get("name")
+        if not rule_name:
+            raise RouteNotFoundError(
+                f"rule {i} of HTTPRoute {name} has no name; give it one (rules[{i}].name) so the operator "
+                "can select it",
+                kind="HTTPRoute", namespace=namespace, name=name, route=str(i),
+            )
+        names.append(rule_name)
+    return tuple(names)
+
+
+def _routes_path(spec: ModelExperimentSpec) -> str:
+    if spec.traffic.provider is Provider.ISTIO:
+        return "spec.traffic.istio.routes"
+    gw = spec.traffic.gateway_api
+    return "spec.traffic.gatewayAPI." + ("ruleNames" if gw and gw.rule_names is not None else "ruleIndexes")
+
+
+def _object_path(spec: ModelExperimentSpec) -> str:
+    return {
+        Provider.ISTIO: "spec.traffic.istio.virtualService",
+        Provider.GATEWAY_API: "spec.traffic.gatewayAPI.httpRoute",
+        Provider.SERVICE: "spec.traffic.service.service",
+    }[spec.traffic.provider]
+
+
+def target_error_to_spec_error(spec: ModelExperimentSpec, exc: TargetError) -> SpecError:
+    """Where in the spec a routing error points, with the router's message as the fix."""
+    if exc.variant:
+        base = _variant_paths(spec).get(exc.variant, "spec")
+        field = "deployment" if spec.traffic.provider is Provider.SERVICE else "service"
+        return SpecError(f"{base}.{field}", str(exc))
+    if exc.route:
+        return SpecError(_routes_path(spec), str(exc))
+    return SpecError(_object_path(spec), str(exc))
+
+
+def check_references(
+    spec: ModelExperimentSpec,
+    namespace: str,
+    *,
+    core: client.CoreV1Api,
+    apps: client.AppsV1Api,
+    custom: client.CustomObjectsApi,
+    router: Router,
+) -> list[SpecError]:
+    """Errors in ``spec`` that only a look at the cluster can find, each with its field path.
+
+    Checks that each variant's Service (istio, gatewayAPI) or Deployment (service) exists, and that
+    the routed object and its named routes exist and route to the variants (the router's
+    ``current`` raises :class:`TargetError` otherwise).
+    """
+    errors: list[SpecError] = []
+    paths = _variant_paths(spec)
+    for v in (spec.champion, *spec.challengers):
+        try:
+            if spec.traffic.provider is Provider.SERVICE:
+                if v.deployment:
+                    apps.read_namespaced_deployment(v.deployment, namespace)
+            elif v.service:
+                core.read_namespaced_service(v.service, namespace)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            kind, field, name = (
+                ("Deployment", "deployment", v.deployment)
+                if spec.traffic.provider is Provider.SERVICE
+                else ("Service", "service", v.service)
+            )
+            errors.append(
+                SpecError(
+                    f"{paths[v.name]}.{field}",
+                    f"{kind} {namespace}/{name} does not exist: create it, or name the {kind} that serves "
+                    f"variant {v.name}",
+                )
+            )
+    try:
+        target = traffic_target(spec, namespace, custom)
+        router.current(target)
+    except TargetError as exc:
+        errors.append(target_error_to_spec_error(spec, exc))
+    return errors
+
+
+def patch_status(
+    custom: client.CustomObjectsApi,
+    namespace: str,
+    name: str,
+    status: Mapping[str, Any],
+    resource_version: str | None,
+) -> Mapping[str, Any]:
+    """Replace the experiment's status (a merge patch of ``status``), guarded by ``resource_version``.
+
+    Keys that the new status no longer has are sent as ``null`` so the merge patch removes them.
+
+    Raises
+    ------
+    StatusConflictError
+        The object changed since ``resource_version`` was read.
+    """
+    body: dict[str, Any] = {"status": dict(status)}
+    if resource_version:
+        body["metadata"] = {"resourceVersion": resource_version}
+    try:
+        result: Any = custom.patch_namespaced_custom_object_status(
+            GROUP, VERSION, namespace, PLURAL, name, body
+        )
+    except ApiException as exc:
+        if exc.status == 409:
+            raise StatusConflictError(f"{namespace}/{name} changed since it was read") from None
+        raise
+    return dict(result)
+
+
+def with_removed_keys(new: Mapping[str, Any], old: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``new`` plus ``None`` for every top-level key of ``old`` that ``new`` dropped (merge-patch delete)."""
+    out = dict(new)
+    for key in old or {}:
+        if key not in out:
+            out[key] = None
+    return out

@@ -1,0 +1,288 @@
+"""One tick of the control loop: observe → decide → apply routes → write status → emit Events.
+
+Order matters and is the design's promise that a restart neither repeats nor skips a step:
+
+1. **observe**: the spec errors only the cluster can show (missing Services, routes, PromQL that
+   does not parse; checked once per generation while they pass), then every metric of the live
+   variants since the experiment started, in one query per metric field;
+2. **decide**: :func:`modelrollout.policy.decide`, pure;
+3. **apply routes** *before* the status records the step: the routes are re-derived from the
+   decided status every tick, so an outside write (a GitOps sync, a person) is healed within one
+   tick and reported with an Event;
+4. **write the status** with the ``resourceVersion`` that was read (409 → :class:`kopf.TemporaryError`
+   and a fresh tick; nothing half-written);
+5. **emit** the decision's Events, after the status is stored.
+
+If the operator dies between 3 and 4, the next tick starts from the old status: the routes are set
+back to it (an Event says so) and the policy takes the step again, recorded once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import kopf
+from kubernetes import client, config
+from pydantic import ValidationError
+
+from modelrollout.api.spec import ModelExperimentSpec
+from modelrollout.api.status import ModelExperimentStatus, Phase
+from modelrollout.api.types import parse_duration
+from modelrollout.kube import (
+    StatusConflictError,
+    check_references,
+    patch_status,
+    target_error_to_spec_error,
+    traffic_target,
+    with_removed_keys,
+)
+from modelrollout.metrics.credentials import Credentials, read_credentials
+from modelrollout.metrics.prometheus import PrometheusProvider
+from modelrollout.metrics.queries import build_query_set, window_since
+from modelrollout.observations import Observations, SpecError, Unknown
+from modelrollout.policy import decide
+from modelrollout.policy.decision import Decision
+from modelrollout.routing import ConflictError, Mirror, Router, RouteState, TargetError, router_for
+
+ANNOTATION_PREFIX = "modelrollout.io/"
+FINALIZER = "modelrollout.io/finalizer"
+TERMINAL = frozenset({Phase.PROMOTED, Phase.ROLLED_BACK, Phase.FAILED})
+
+
+@dataclasses.dataclass
+class Clients:
+    """The kubernetes API clients the operator uses (one set per process)."""
+
+    api: client.ApiClient
+    core: client.CoreV1Api
+    apps: client.AppsV1Api
+    custom: client.CustomObjectsApi
+
+    @classmethod
+    def from_environment(cls) -> Clients:
+        """In-cluster config when running in a pod, else the kubeconfig (``$KUBECONFIG``)."""
+        try:
+            config.load_incluster_config()  # type: ignore[no-untyped-call]
+        except config.ConfigException:
+            config.load_kube_config()  # type: ignore[no-untyped-call]
+        api = client.ApiClient()
+        return cls(api, client.CoreV1Api(api), client.AppsV1Api(api), client.CustomObjectsApi(api))
+
+
+_clients: Clients | None = None
+_clients_lock = threading.Lock()
+_memo_lock = threading.Lock()
+
+
+def clients() -> Clients:
+    global _clients
+    with _clients_lock:
+        if _clients is None:
+            _clients = Clients.from_environment()
+        return _clients
+
+
+def configure_operator(settings: kopf.OperatorSettings) -> None:
+    """kopf settings: no peering, our finalizer name, Events from INFO up, enough workers."""
+    settings.peering.standalone = True
+    settings.persistence.finalizer = FINALIZER
+    settings.posting.level = 20  # logging.INFO
+    settings.execution.max_workers = 32
+    settings.watching.server_timeout = 300
+    clients()
+
+
+@dataclasses.dataclass
+class _ObjectMemo:
+    """Per-experiment memory kept in kopf's memo: it only saves work and is rebuilt after a restart."""
+
+    lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+    last_tick: datetime | None = None
+    checked_generation: int | None = None
+    provider: PrometheusProvider | None = None
+    provider_key: tuple[Any, ...] | None = None
+
+
+def _object_memo(memo: kopf.Memo) -> _ObjectMemo:
+    with _memo_lock:
+        found = memo.get("modelrollout")
+        if not isinstance(found, _ObjectMemo):
+            found = _ObjectMemo()
+            memo["modelrollout"] = found
+        return found
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def tick(body: kopf.Body, memo: kopf.Memo, logger: Any, *, force: bool) -> None:
+    """Run one tick for the experiment in ``body`` if it is due (or ``force``)."""
+    state = _object_memo(memo)
+    if not state.lock.acquire(blocking=force):
+        return  # a tick is already running for this experiment; the timer will come back
+    try:
+        now = _now()
+        try:
+            spec = ModelExperimentSpec.model_validate(body.get("spec") or {})
+        except ValidationError as exc:
+            kopf.warn(body, reason="InvalidSpec", message=f"the spec does not validate: {exc}")
+            return
+        interval = parse_duration(spec.rollout.interval)
+        if not force and state.last_tick is not None and now - state.last_tick < interval - timedelta(
+            milliseconds=100
+        ):
+            return
+        state.last_tick = now
+        run_tick(body, spec, state, now, logger)
+    finally:
+        state.lock.release()
+
+
+def _annotations(body: Mapping[str, Any]) -> dict[str, str]:
+    annotations = (body.get("metadata") or {}).get("annotations") or {}
+    return {k: str(v) for k, v in annotations.items() if k.startswith(ANNOTATION_PREFIX)}
+
+
+def _provider(spec: ModelExperimentSpec, namespace: str, state: _ObjectMemo) -> PrometheusProvider | list[
+    SpecError
+] | Unknown:
+    prometheus = spec.metrics.prometheus
+    credentials = read_credentials(clients().core, namespace, prometheus)
+    if not isinstance(credentials, Credentials):
+        return credentials
+    key = (prometheus.address, prometheus.timeout, credentials.bearer_token, credentials.ca_pem)
+    if state.provider is None or state.provider_key != key:
+        if state.provider is not None:
+            state.provider.close()
+        state.provider = PrometheusProvider.from_spec(prometheus, credentials)
+        state.provider_key = key
+    return state.provider
+
+
+def observe(
+    body: Mapping[str, Any],
+    spec: ModelExperimentSpec,
+    status: ModelExperimentStatus,
+    state: _ObjectMemo,
+    router: Router,
+    now: datetime,
+) -> Observations:
+    """Everything the policy needs to know about this tick; never raises for missing data."""
+    metadata = body.get("metadata") or {}
+    namespace = metadata["namespace"]
+    generation = metadata.get("generation")
+    errors: list[SpecError] = []
+    if state.checked_generation != generation:
+        c = clients()
+        errors += check_references(spec, namespace, core=c.core, apps=c.apps, custom=c.custom, router=router)
+    provider = _provider(spec, namespace, state)
+    metrics: dict[str, Any] = {}
+    shadow: dict[str, Any] = {}
+    if isinstance(provider, list):
+        errors += provider
+    elif isinstance(provider, Unknown):
+        metrics = {"*": provider}
+    elif status.phase not in TERMINAL:
+        dropped = {d.name for d in status.dropped_challengers}
+        live = [spec.champion.name] + [c.name for c in spec.challengers if c.name not in dropped]
+        window = window_since(status.started_at or now, now)
+        query_set = build_query_set(spec, namespace, window, variants=live)
+        if state.checked_generation != generation:
+            checked = provider.check(query_set)
+            if isinstance(checked, list):
+                errors += checked
+        metrics = dict(provider.observe(query_set, now))
+        if status.phase in (Phase.PENDING, Phase.SHADOWING) and query_set.shadow is not None:
+            shadow = dict(provider.observe_shadow(query_set, now))
+    if not errors:
+        state.checked_generation = generation
+    return Observations(
+        at=now,
+        metrics=metrics,
+        shadow=shadow,
+        spec_errors=tuple(errors),
+        annotations=_annotations(body),
+        generation=generation,
+    )
+
+
+def _route_state(decision: Decision) -> RouteState:
+    mirrors = tuple(Mirror(variant=v, percent=float(p)) for v, p in decision.routes.mirrors.items() if p > 0)
+    return RouteState(weights=dict(decision.routes.weights), mirrors=mirrors)
+
+
+def run_tick(
+    body: kopf.Body, spec: ModelExperimentSpec, state: _ObjectMemo, now: datetime, logger: Any
+) -> Decision:
+    """Observe, decide, apply the routes, write the status, emit the Events."""
+    metadata = body.get("metadata") or {}
+    namespace, name = metadata["namespace"], metadata["name"]
+    old_status_json = dict(body.get("status") or {})
+    status = ModelExperimentStatus.model_validate(old_status_json)
+    c = clients()
+    router = router_for(spec.traffic.provider.value, c.api)
+    observations = observe(body, spec, status, state, router, now)
+    decision = decide(spec, status, observations, now)
+
+    if not observations.spec_errors:
+        try:
+            target = traffic_target(spec, namespace, c.custom)
+            applied = router.apply(target, _route_state(decision))
+        except ConflictError as exc:
+            raise kopf.TemporaryError(f"routes kept changing under the operator: {exc}", delay=1) from exc
+        except TargetError as exc:
+            # The routed object changed since it was checked: re-check next tick, write nothing now.
+            state.checked_generation = None
+            error = target_error_to_spec_error(spec, exc)
+            kopf.warn(body, reason="InvalidSpec", message=f"{error.path}: {error.message}")
+            raise kopf.TemporaryError(str(exc), delay=1) from exc
+        for drift in applied.drift:
+            kopf.warn(body, reason="RouteDriftHealed", message=drift)
+
+    new_status = decision.status.model_dump(by_alias=True, mode="json", exclude_none=True)
+    try:
+        patch_status(
+            c.custom, namespace, name, with_removed_keys(new_status, old_status_json),
+            metadata.get("resourceVersion"),
+        )
+    except StatusConflictError as exc:
+        raise kopf.TemporaryError(str(exc), delay=1) from exc
+    for event in decision.events:
+        kopf.event(body, type=event.type.value, reason=event.reason, message=event.message)
+    logger.info(
+        "tick",
+        extra={
+            "rule": decision.rule.value,
+            "reason": decision.reason,
+            "phase": decision.phase.value,
+            "step": decision.step,
+            "weights": dict(decision.routes.weights),
+        },
+    )
+    return decision
+
+
+def finalize(body: kopf.Body, logger: Any) -> None:
+    """Restore the champion's routes before the experiment is deleted."""
+    metadata = body.get("metadata") or {}
+    try:
+        spec = ModelExperimentSpec.model_validate(body.get("spec") or {})
+    except ValidationError:
+        logger.warning("spec does not validate; nothing to restore")
+        return
+    c = clients()
+    router = router_for(spec.traffic.provider.value, c.api)
+    try:
+        target = traffic_target(spec, metadata["namespace"], c.custom)
+        result = router.restore_champion(target)
+    except TargetError as exc:
+        logger.warning(f"routes not restored, their object is gone: {exc}")
+        return
+    except ConflictError as exc:
+        raise kopf.TemporaryError(f"routes kept changing: {exc}", delay=1) from exc
+    logger.info(f"champion routes restored (changed: {result.changed})")
