@@ -105,7 +105,7 @@ def assess(ctx: Tick, status: ModelExperimentStatus) -> Assessment:
     a.readings = counts.read(spec, ctx.obs.metrics, (ctx.champion, *live))
     progressing = phase is Phase.PROGRESSING
     if progressing:
-        counts.update_totals(spec, status, a.readings)
+        counts.update_totals(spec, status, a.readings, ctx.now)
     needed = [g.name for g in spec.metrics.guardrails]
     if progressing:
         needed += [spec.metrics.primary.name, *(m.name for m in ctx.decisive)]

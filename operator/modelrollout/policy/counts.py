@@ -5,13 +5,14 @@ step after a challenger was dropped) keeps the cumulative values at its start as
 own counts are ``reading - baseline``, kept up to date in ``totals`` while it runs and frozen
 when it ends.
 
-* A stratum that began when the experiment began has a zero baseline. Any other stratum takes the
-  readings of the tick it began in; a metric unknown at that moment gets the previous stratum's
-  baseline plus its last known totals (the counts between that last reading and the change are
-  then attributed to the new stratum), or, without those (the first step after the shadow phase,
-  where a challenger's outcome metrics may have no series yet), the first reading after the
-  stratum began, taken for every variant at once (the counts before it are lost to the
-  comparison, for both arms alike).
+* A stratum **settles** before it counts: for :func:`settle_duration` after its weights were set
+  its counts are left out, and its baseline is the first reading after that. A change of weights
+  reaches the traffic only after the routes propagate (the mesh) and the next scrapes, and
+  ``increase()`` over a short window is mostly extrapolation; counted, that transition would bias
+  the split (a false sample ratio mismatch, whose always-valid test keeps its running maximum for
+  good) and the comparison. The settle window's samples are lost for both arms alike, so the
+  comparison stays fair. Because every reading of a run shares the window's start (the
+  experiment's start), the start-edge extrapolation error cancels in ``reading - baseline``.
 * Counts that must not go down (trials, successes, counts, units, sums of squares, denominators)
   and do, relative to the stratum's baseline or to the last reading, by more than ``1 + 1 %`` of
   the earlier value are a counter reset the query did not absorb: the metric is Unknown for the
@@ -23,6 +24,7 @@ when it ends.
 from __future__ import annotations
 
 import math
+from datetime import datetime, timedelta
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
@@ -30,8 +32,11 @@ from typing import Final
 from modelrollout.api.presets import MetricType
 from modelrollout.api.spec import QUERY_FIELDS, ModelExperimentSpec
 from modelrollout.api.status import MetricCounters, ModelExperimentStatus, Stratum
+from modelrollout.api.types import parse_duration
 from modelrollout.observations import Unknown
 
+#: The shortest settle window of a new stratum (see :func:`settle_duration`).
+SETTLE_MIN: Final = timedelta(seconds=5)
 #: The counter fields of each metric type (python attribute names).
 FIELDS: Final[dict[MetricType, tuple[str, ...]]] = {
     t: tuple(attr for attr, _ in fields) for t, fields in QUERY_FIELDS.items()
@@ -168,29 +173,37 @@ def zero(mtype: MetricType) -> MetricCounters:
     return MetricCounters(**dict.fromkeys(FIELDS[mtype], 0.0))
 
 
+def settle_duration(spec: ModelExperimentSpec) -> timedelta:
+    """How long a new stratum's counts are left out: one tick, and at least 5 s (route propagation
+    plus a scrape)."""
+    return max(parse_duration(spec.rollout.interval), SETTLE_MIN)
+
+
+def settled(spec: ModelExperimentSpec, stratum: Stratum, now: datetime) -> bool:
+    """Whether ``stratum`` has run long enough for its counts to be used."""
+    return now - stratum.started_at >= settle_duration(spec)
+
+
 def baseline_of(
     status: ModelExperimentStatus, stratum: Stratum, variant: str, metric: str, mtype: MetricType
 ) -> MetricCounters | None:
-    """The stratum's baseline of ``metric`` for ``variant`` (zero for a stratum that began with the
-    experiment), or None when it is not known."""
-    base = stratum.baseline.get(variant, {}).get(metric)
-    if base is not None:
-        return base
-    if status.started_at is not None and stratum.started_at == status.started_at:
-        return zero(mtype)
-    return None
+    """The stratum's baseline of ``metric`` for ``variant``, or None before it settled."""
+    return stratum.baseline.get(variant, {}).get(metric)
 
 
 def update_totals(
-    spec: ModelExperimentSpec, status: ModelExperimentStatus, readings: dict[str, Reading]
+    spec: ModelExperimentSpec, status: ModelExperimentStatus, readings: dict[str, Reading], now: datetime
 ) -> None:
     """Refresh the running stratum's totals from the known readings, in place.
 
-    A reading inconsistent with the stratum's baseline turns into Unknown in ``readings``.
+    Nothing is counted while the stratum settles. A reading inconsistent with the stratum's
+    baseline turns into Unknown in ``readings``.
     """
     if not status.strata:
         return
     stratum = status.strata[-1]
+    if not settled(spec, stratum, now):
+        return
     types = metric_types(spec)
     for name, reading in list(readings.items()):
         if not isinstance(reading, Known):

@@ -50,12 +50,11 @@ def _outcome(
 def _open_stratum(
     ctx: Tick, status: ModelExperimentStatus, readings: Mapping[str, counts.Reading], step: int
 ) -> None:
-    baseline = counts.new_baseline(ctx.spec, status, readings)
+    # The baseline is taken once the stratum has settled (see counts.settle_duration).
+    del readings
     if status.strata:
         status.strata[-1].ended_at = ctx.now
-    status.strata.append(
-        Stratum(step=step, weights=dict(status.weights), started_at=ctx.now, baseline=baseline)
-    )
+    status.strata.append(Stratum(step=step, weights=dict(status.weights), started_at=ctx.now))
 
 
 def start(ctx: Tick, status: ModelExperimentStatus) -> Outcome:
@@ -79,7 +78,7 @@ def start(ctx: Tick, status: ModelExperimentStatus) -> Outcome:
         status.current_step = 0
         status.step_started_at = ctx.now
         status.weights = steps.step_weights(ctx.variants, ctx.champion, live, ctx.steps[0])
-        # The first stratum begins with the experiment: its baseline is zero.
+        # The first stratum settles like any other before it counts (counts.settle_duration).
         status.strata = [Stratum(step=0, weights=dict(status.weights), started_at=ctx.now)]
         message = f"Started at step 0: {ctx.steps[0]} % of the traffic to {', '.join(live)}."
         numbers = {"step": 0, "challengerShare": ctx.steps[0]}

@@ -451,6 +451,8 @@ class World:
         tail = self.operator.log_tail(15) if self.operator is not None else ""
         return (f"phase={st.get('phase')} step={st.get('currentStep')} weights={st.get('weights')} "
                 f"routes={self._safe_routes()} conditions={conditions} history={history}\n"
+                f"srm={(st.get('analysis') or {}).get('srm')}\n"
+                f"strata={[{k: s.get(k) for k in ('step', 'weights', 'totals')} for s in st.get('strata', [])]}\n"
                 f"operator log tail:\n{tail}")
 
     def _safe_routes(self) -> dict[str, int] | None:

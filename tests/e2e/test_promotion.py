@@ -1,0 +1,41 @@
+"""A better challenger is promoted through every step, on the real stack (issue 6, scenario 1)."""
+
+from __future__ import annotations
+
+import pytest
+
+from modelrollout.sim.model_server import ModelConfig
+from modelrollout.sim.world import World, experiment_manifest
+
+pytestmark = pytest.mark.e2e
+
+
+def fast(variant: str, **kwargs: float) -> ModelConfig:
+    return ModelConfig(variant, latency_median_ms=2.0, latency_p99_ms=10.0, seed=7, **kwargs)
+
+
+def test_better_challenger_is_promoted_through_every_step(world: World) -> None:
+    # Given a champion at 20 % click-through and a challenger at 30 %, behind Istio
+    world.given_models(fast("v6", click_rate=0.20), fast("v7", click_rate=0.30))
+    world.given_virtual_service()
+    world.given_mesh()
+    world.given_load(rps=300, duration_s=400)
+    world.given_operator()
+    recorder = world.record_weights()
+    # When the experiment is applied
+    world.when_experiment_applied(
+        experiment_manifest("ranker-v7", mde=0.25, prometheus_url=world.prometheus.url)
+    )
+    # Then it is promoted, and the VirtualService showed every step on the way
+    world.then_phase(["Promoted", "RolledBack", "Failed"], timeout=240)
+    assert world.phase() == "Promoted", world.describe()
+    recorder.stop()
+    assert world.route_weights() == {"v6": 0, "v7": 100}
+    splits = [s for s in recorder.splits() if sum(s.values()) == 100] + [{"v6": 0, "v7": 100}]
+    challenger_shares = [s["v7"] for s in splits]
+    for step in (10, 25, 50, 100):
+        assert step in challenger_shares, f"step {step} never seen in the VirtualService: {splits}"
+    assert challenger_shares == sorted(challenger_shares), f"weights went backwards: {splits}"
+    succeeded = world.condition("Succeeded")
+    assert succeeded is not None
+    assert succeeded["status"] == "True"
