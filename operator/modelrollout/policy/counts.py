@@ -24,9 +24,9 @@ when it ends.
 from __future__ import annotations
 
 import math
-from datetime import datetime, timedelta
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Final
 
 from modelrollout.api.presets import MetricType

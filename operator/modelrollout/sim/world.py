@@ -449,10 +449,11 @@ class World:
         history = [f"{h.get('toPhase')}@{h.get('toStep')}:{h.get('reason')}" for h in st.get("history", [])]
         history = history[-6:]
         tail = self.operator.log_tail(15) if self.operator is not None else ""
+        strata = [{k: x.get(k) for k in ("step", "weights", "totals")} for x in st.get("strata", [])]
         return (f"phase={st.get('phase')} step={st.get('currentStep')} weights={st.get('weights')} "
                 f"routes={self._safe_routes()} conditions={conditions} history={history}\n"
                 f"srm={(st.get('analysis') or {}).get('srm')}\n"
-                f"strata={[{k: s.get(k) for k in ('step', 'weights', 'totals')} for s in st.get('strata', [])]}\n"
+                f"strata={str(strata)[:4000]}\n"
                 f"operator log tail:\n{tail}")
 
     def _safe_routes(self) -> dict[str, int] | None:
