@@ -210,7 +210,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     namespaces = args.namespace or []
     if not namespaces and not args.all_namespaces:
         raise InvalidInputError("give --namespace NS (repeatable) or --all-namespaces")
-    kopf.configure(verbose=args.verbose)
+    log_format = kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.FULL
+    kopf.configure(verbose=args.verbose, log_format=log_format, log_refkey="experiment")
     kopf.run(
         clusterwide=args.all_namespaces,
         namespaces=namespaces,
@@ -226,6 +227,12 @@ def _register_run(sub: Any) -> None:
     p.add_argument("--all-namespaces", "-A", action="store_true", help="watch every namespace")
     p.add_argument("--liveness", default=None, help="liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
     p.add_argument("--verbose", action="store_true")
+    p.add_argument(
+        "--log-format",
+        choices=["json", "text"],
+        default="json",
+        help="json: one object per line with the experiment's reference and the tick's fields",
+    )
     p.set_defaults(func=_cmd_run)
 
 
