@@ -232,29 +232,6 @@ def update_totals(
             stratum.totals.setdefault(variant, {})[name] = counters
 
 
-def new_baseline(
-    spec: ModelExperimentSpec, status: ModelExperimentStatus, readings: Mapping[str, Reading]
-) -> dict[str, dict[str, MetricCounters]]:
-    """Baselines of a stratum that begins now (see the module docstring)."""
-    types = metric_types(spec)
-    previous = status.strata[-1] if status.strata else None
-    baseline: dict[str, dict[str, MetricCounters]] = {}
-    for name, mtype in types.items():
-        reading = readings.get(name)
-        for variant in spec.variant_names():
-            value: MetricCounters | None = None
-            if isinstance(reading, Known) and variant in reading.values:
-                value = reading.values[variant]
-            elif previous is not None:
-                base = baseline_of(status, previous, variant, name, mtype)
-                total = previous.totals.get(variant, {}).get(name)
-                if base is not None and total is not None:
-                    value = plus(base, total, mtype)
-            if value is not None:
-                baseline.setdefault(variant, {})[name] = value
-    return baseline
-
-
 def series(status: ModelExperimentStatus, metric: str, variant: str) -> list[MetricCounters | None]:
     """The totals of ``metric`` for ``variant`` in every stratum, oldest first (None: unknown)."""
     return [s.totals.get(variant, {}).get(metric) for s in status.strata]

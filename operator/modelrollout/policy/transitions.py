@@ -47,11 +47,8 @@ def _outcome(
     return Outcome(rule, reason, message, clean_numbers(numbers), transition=True)
 
 
-def _open_stratum(
-    ctx: Tick, status: ModelExperimentStatus, readings: Mapping[str, counts.Reading], step: int
-) -> None:
+def _open_stratum(ctx: Tick, status: ModelExperimentStatus, step: int) -> None:
     # The baseline is taken once the stratum has settled (see counts.settle_duration).
-    del readings
     if status.strata:
         status.strata[-1].ended_at = ctx.now
     status.strata.append(Stratum(step=step, weights=dict(status.weights), started_at=ctx.now))
@@ -108,7 +105,7 @@ def shadow_passed(
     status.current_step = 0
     status.step_started_at = ctx.now
     status.weights = steps.step_weights(ctx.variants, ctx.champion, live, ctx.steps[0])
-    _open_stratum(ctx, status, readings, 0)
+    _open_stratum(ctx, status, 0)
     return _outcome(
         ctx,
         status,
@@ -135,7 +132,7 @@ def advance(
     status.current_step = step
     status.step_started_at = ctx.now
     status.weights = steps.step_weights(ctx.variants, ctx.champion, ctx.live(status), ctx.steps[step])
-    _open_stratum(ctx, status, readings, step)
+    _open_stratum(ctx, status, step)
     return _outcome(
         ctx,
         status,
@@ -175,7 +172,7 @@ def drop(
     if status.phase is Phase.PROGRESSING and status.current_step is not None:
         share = ctx.steps[min(status.current_step, len(ctx.steps) - 1)]
         status.weights = steps.step_weights(ctx.variants, ctx.champion, live, share)
-        _open_stratum(ctx, status, readings, status.current_step)
+        _open_stratum(ctx, status, status.current_step)
     return _outcome(
         ctx,
         status,
