@@ -8,6 +8,8 @@ arguments give one line on stderr and exit code 2.
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import json
 import math
 import sys
@@ -238,6 +240,10 @@ def _register_run(sub: Any) -> None:
 
 # --- main ----------------------------------------------------------------------------------------
 
+#: Modules whose ``register(subparsers)`` adds the commands for people: status, list and the manual
+#: controls; report; demo.
+PEOPLE_COMMANDS = ("modelrollout.console.cli", "modelrollout.report.cli", "modelrollout.demo.cli")
+
 _REGISTRARS: list[Callable[[Any], None]] = [
     _register_plan,
     _register_analyze,
@@ -261,6 +267,10 @@ def build_parser() -> argparse.ArgumentParser:
     from modelrollout.api.cli import register as register_crd
 
     register_crd(sub)
+    for module_name in PEOPLE_COMMANDS:
+        # Registered when the module is installed; an import error inside one is not hidden.
+        if importlib.util.find_spec(module_name) is not None:
+            importlib.import_module(module_name).register(sub)
     try:
         from modelrollout.localenv.cli import register as register_localenv
     except ImportError:  # the local control plane module is optional in a stripped install
