@@ -280,6 +280,12 @@ class SequentialState(StatusModel):
         gt=0,
         description="Mixing variance of the e-process, frozen when first tuned to the plan.",
     )
+    fast_tau2: float | None = Field(
+        default=None,
+        gt=0,
+        description="Guardrails: the largest mixing variance of the scale mixture (tuned for a gross "
+        "breach at a few samples), frozen with tau2.",
+    )
     ci: Interval | None = Field(default=None, description="Running intersection of the confidence sequence.")
     consecutive_failures: int = Field(
         default=0, ge=0, description="Threshold guardrails: ticks in a row over the threshold."

@@ -9,7 +9,12 @@
   and a spurious rollback is the safe error. The mixture's ``tau2`` is frozen at the first
   evaluation, tuned at the primary metric's planned n when it is known by then, else at
   :data:`FALLBACK_TUNING_N` per variant (the shadow phase, or a champion whose baseline is not yet
-  usable); either way it never looks at the challenger-champion difference.
+  usable); either way it never looks at the challenger-champion difference. The mixture is a
+  mixture over scales (:func:`modelrollout.stats.sequential.guardrail_scales`): half its weight
+  at that tuning, half on faster scales down to a few samples per variant, so a gross breach
+  (an error rate jumping from 0.1 % to 30 %) is caught within tens of the challenger's requests
+  instead of the hundreds a mixture tuned to the plan needs; the fastest scale is frozen with
+  ``tau2``.
 * **Threshold guardrails** (``threshold`` + ``failureLimit``, Flagger style): the challenger's
   value over the last tick's increment (the change of its cumulative counters since the previous
   tick, like Flagger's query over the last interval) is compared with the threshold; each tick
@@ -69,6 +74,8 @@ def _margin(
     margin = float((g.max_relative_increase if relative else g.max_absolute_increase) or 0.0)
     tau2 = state.tau2
     planned = None if tau2 is not None else float(plan_n or FALLBACK_TUNING_N)
+    # Frozen with tau2: the fastest scale is tuned once, like the plan's.
+    fast_tau2 = state.fast_tau2 if tau2 is not None else None
     mtype = g.metric_type
     if mtype is MetricType.PROPORTION:
         return sequential.sequential_noninferiority(
@@ -83,6 +90,7 @@ def _margin(
             tau2=tau2,
             planned_n_per_variant=planned,
             previous_max_log_e=state.max_log_e_value,
+            fast_tau2=fast_tau2,
         )
     nc, mc, sc = values.as_mean(champion, mtype)
     nt, mt, st = values.as_mean(challenger, mtype)
@@ -100,6 +108,7 @@ def _margin(
         tau2=tau2,
         planned_n_per_variant=planned,
         previous_max_log_e=state.max_log_e_value,
+        fast_tau2=fast_tau2,
     )
 
 
@@ -121,6 +130,7 @@ def _check_margin(
         )
     if state.tau2 is None:
         state.tau2 = res.tau2
+        state.fast_tau2 = res.fast_tau2
     state.max_log_e_value = max(state.max_log_e_value, res.log_e_value_max)
     c, t = res.control_estimate, res.treatment_estimate
     limit = res.margin * abs(c) if res.relative else res.margin

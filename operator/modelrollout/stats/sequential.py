@@ -106,6 +106,15 @@ REFERENCE = (
 #: The mixture is tuned to be tightest at this multiple of the fixed-horizon planned n.
 TUNING_MULTIPLE = 1.0
 
+#: Guardrails: the per-variant sample size at which the fastest scale of the mixture is tuned, for
+#: the largest variance a contrast can have there (see :func:`guardrail_scales`).
+FAST_DETECTION_N = 10.0
+#: Guardrails: the share of the mixture's weight on the scale tuned to the plan; the rest is spread
+#: evenly over the faster scales.
+PLAN_WEIGHT = 0.5
+#: Guardrails: the largest ratio between neighbouring mixing variances of the scale mixture.
+SCALE_STEP = 10.0
+
 # exp() of anything above this overflows a double; e-values are capped there for reporting.
 _MAX_LOG_E = 700.0
 _BISECTION_STEPS = 60
@@ -299,6 +308,95 @@ def one_sided_normal_mixture_radius(variance: ArrayLike, tau2: ArrayLike, alpha:
     k = np.asarray(t2 / var, dtype=np.float64)
     out: FloatArray = np.sqrt(var) * _one_sided_z(k, a)
     return out
+
+
+def guardrail_scales(tau2_plan: float, tau2_fast: float | None) -> tuple[FloatArray, FloatArray]:
+    """Mixing variances and weights of the guardrails' scale mixture.
+
+    A mixture tuned to the plan (``tau2_plan``) is tight for a breach of the size of the margin at
+    the planned n, but slow for a gross breach: while the challenger has seen few requests its
+    estimate's variance ``V`` is far above ``tau2_plan`` and the boundary is ``|Z| ~ sqrt(2
+    log(1/alpha) / k)`` with ``k = tau2_plan / V`` tiny. A guardrail exists to catch the gross
+    breach at once, so the half-normal mixing density is itself mixed over scales: weight
+    :data:`PLAN_WEIGHT` at ``tau2_plan`` and the rest evenly over a geometric grid (ratio at most
+    :data:`SCALE_STEP`) up to ``tau2_fast``, the scale tuned to a few samples per variant. A
+    mixture of mixing densities is a mixing density, so the result is again a one-sided mixture
+    e-process, valid under the whole null (Ville's inequality); each scale costs ``log(1/weight)``
+    of evidence at its own tuning point instead of a boundary that is wrong by orders of
+    magnitude. Mixing over scales (and the cost of it) follows Howard et al. (2021, section 3,
+    "stitching" and discrete mixtures over the tuning parameter).
+
+    Parameters
+    ----------
+    tau2_plan
+        Mixing variance tuned to the planned n (> 0).
+    tau2_fast
+        Mixing variance tuned to :data:`FAST_DETECTION_N` samples per variant, or None for the plan
+        scale alone.
+
+    Returns
+    -------
+    (numpy.ndarray, numpy.ndarray)
+        The mixing variances, ascending, and their weights (summing to 1).
+    """
+    plan = _validate.positive("tau2_plan", tau2_plan)
+    if tau2_fast is None or tau2_fast <= plan * (1.0 + 1e-12):
+        return np.array([plan]), np.array([1.0])
+    fast = _validate.positive("tau2_fast", tau2_fast)
+    faster = math.ceil(math.log(fast / plan) / math.log(SCALE_STEP) - 1e-12)
+    tau2s = np.geomspace(plan, fast, faster + 1)
+    weights = np.full(faster + 1, (1.0 - PLAN_WEIGHT) / faster)
+    weights[0] = PLAN_WEIGHT
+    return tau2s, weights
+
+
+def scale_mixture_one_sided_log_e_value(
+    estimate: ArrayLike, variance: ArrayLike, tau2s: ArrayLike, weights: ArrayLike, null: ArrayLike = 0.0
+) -> FloatArray:
+    """Log e-value against ``H0: theta <= null`` from a weighted mixture of half-normal mixtures.
+
+    ``log sum_j w_j Lambda_1(tau2_j)`` with ``Lambda_1`` of
+    :func:`one_sided_normal_mixture_log_e_value`; ``estimate``, ``variance`` and ``null``
+    broadcast together, ``tau2s`` and ``weights`` are 1-d and of one length (weights summing to 1).
+    See :func:`guardrail_scales` for why and for the reference.
+    """
+    t2 = _positive_array("tau2s", tau2s).reshape(-1)
+    w = _positive_array("weights", weights).reshape(-1)
+    if t2.shape != w.shape or abs(float(w.sum()) - 1.0) > 1e-9:
+        raise InvalidInputError("tau2s and weights must have one length, and the weights must sum to 1")
+    est = _finite_array("estimate", estimate)
+    var = _positive_array("variance", variance)
+    nul = _finite_array("null", null)
+    d, v = np.broadcast_arrays(est - nul, var)
+    parts = one_sided_normal_mixture_log_e_value(d[..., None], v[..., None], t2)
+    out: FloatArray = special.logsumexp(parts, axis=-1, b=w)
+    return out
+
+
+def scale_mixture_one_sided_radius(
+    variance: float, tau2s: ArrayLike, weights: ArrayLike, alpha: float
+) -> float:
+    """Distance ``r`` such that ``estimate - r`` is the always-valid lower bound of the scale mixture.
+
+    ``r`` solves ``log sum_j w_j Lambda_1(r; tau2_j) = log(1/alpha)``, by bisection: the sum
+    increases with ``r``, and it reaches ``1/alpha`` no later than the component with the largest
+    weight ``w`` reaches ``1/(alpha w)``, whose two-sided bound brackets the root.
+    """
+    a = _validate.alpha(alpha, upper=0.5)
+    var = _validate.positive("variance", variance)
+    t2 = _positive_array("tau2s", tau2s).reshape(-1)
+    w = _positive_array("weights", weights).reshape(-1)
+    target = math.log(1.0 / a)
+    j = int(np.argmax(w))
+    k = float(t2[j]) / var
+    lo, hi = 0.0, math.sqrt(var * (1.0 + k) / k * (2.0 * (target - math.log(float(w[j]))) + math.log1p(k)))
+    for _ in range(_BISECTION_STEPS):
+        mid = 0.5 * (lo + hi)
+        if float(scale_mixture_one_sided_log_e_value(mid, var, t2, w)[()]) >= target:
+            hi = mid
+        else:
+            lo = mid
+    return hi
 
 
 def optimal_tau2(variance_at_tuning_point: float, alpha: float, *, one_sided: bool = False) -> float:
@@ -724,6 +822,7 @@ class GuardrailResult:
     alpha: float
     tau2: float
     variance: float
+    fast_tau2: float | None = None
     method: str = GUARDRAIL_METHOD
     reference: str = REFERENCE
     extra: dict[str, float] = field(default_factory=dict)
@@ -743,6 +842,7 @@ def _guardrail(
     higher_is_worse: bool,
     alpha: float,
     tau2: float,
+    fast_tau2: float | None,
     previous_max_log_e: float | None,
 ) -> GuardrailResult:
     sign = 1.0 if higher_is_worse else -1.0
@@ -755,9 +855,10 @@ def _guardrail(
         contrast = sign * (t - c) - margin
         var = vt + vc
         worse_by = sign * (t - c)
-    log_e = float(one_sided_normal_mixture_log_e_value(contrast, var, tau2)[()])
+    tau2s, weights = guardrail_scales(tau2, fast_tau2)
+    log_e = float(scale_mixture_one_sided_log_e_value(contrast, var, tau2s, weights)[()])
     log_e_max = max(log_e, _previous_log_e(previous_max_log_e))
-    radius = float(one_sided_normal_mixture_radius(var, tau2, alpha)[()])
+    radius = scale_mixture_one_sided_radius(var, tau2s, weights, alpha)
     lower = contrast - radius
     worse_lower = lower + margin
     if relative:
@@ -781,7 +882,19 @@ def _guardrail(
         alpha=alpha,
         tau2=tau2,
         variance=var,
+        fast_tau2=float(tau2s[-1]) if len(tau2s) > 1 else None,
     )
+
+
+def _resolve_fast_tau2(
+    fast_tau2: float | None, fast_n: float | None, variance_at_fast_n: Callable[[float], float], alpha: float
+) -> float | None:
+    if fast_tau2 is not None:
+        return _validate.positive("fast_tau2", fast_tau2)
+    if fast_n is None:
+        return None
+    n = _validate.positive("fast_n", fast_n)
+    return optimal_tau2(variance_at_fast_n(n), alpha, one_sided=True)
 
 
 def _guardrail_planned_variance(
@@ -808,6 +921,8 @@ def sequential_noninferiority(
     planned_n_per_variant: float | None = None,
     baseline: float | None = None,
     previous_max_log_e: float | None = None,
+    fast_tau2: float | None = None,
+    fast_n: float | None = FAST_DETECTION_N,
 ) -> GuardrailResult:
     """Always-valid guardrail on a proportion: is the challenger worse than control by > margin?
 
@@ -835,6 +950,11 @@ def sequential_noninferiority(
         Tuning of the mixture, as in :func:`sequential_test_proportions` (tuned one-sided).
     previous_max_log_e
         ``GuardrailResult.log_e_value_max`` of the previous look: a breach, once found, stays.
+    fast_tau2, fast_n
+        The fastest scale of the mixture (see :func:`guardrail_scales`): ``fast_tau2`` as given
+        (pass ``GuardrailResult.fast_tau2`` back to keep it fixed), else tuned at ``fast_n``
+        samples per variant for the largest variance a difference of proportions has (both at
+        1/2); ``fast_n=None`` keeps the plan's scale alone.
 
     Returns
     -------
@@ -849,6 +969,8 @@ def sequential_noninferiority(
     m = _validate.non_negative("margin", margin)
     if relative and not higher_is_worse and m >= 1:
         raise InvalidInputError(f"a relative margin for a lower-is-worse metric must be < 1, got {margin!r}")
+    f_fast = 1.0 + (m if higher_is_worse else -m) if relative else 1.0
+    t2_fast = _resolve_fast_tau2(fast_tau2, fast_n, lambda n: 0.25 * (1.0 + f_fast * f_fast) / n, a)
     cs, cn = _validate.successes_trials("control", control_successes, control_trials)
     ts, tn = _validate.successes_trials("treatment", treatment_successes, treatment_trials)
     if baseline is not None:
@@ -871,6 +993,7 @@ def sequential_noninferiority(
         higher_is_worse=higher_is_worse,
         alpha=a,
         tau2=t2,
+        fast_tau2=t2_fast,
         previous_max_log_e=previous_max_log_e,
     )
     res.extra.update({"control_trials": cn, "treatment_trials": tn})
@@ -893,9 +1016,14 @@ def sequential_noninferiority_means(
     planned_n_per_variant: float | None = None,
     planned_sd: float | None = None,
     previous_max_log_e: float | None = None,
+    fast_tau2: float | None = None,
+    fast_n: float | None = FAST_DETECTION_N,
 ) -> GuardrailResult:
     """Always-valid guardrail on a mean (for example mean latency); see
     :func:`sequential_noninferiority`.
+
+    The fastest scale of the mixture (``fast_tau2``, ``fast_n``) is tuned for the planned (or
+    pooled observed) standard deviation at ``fast_n`` samples per variant.
 
     A relative margin needs a control mean different from 0; the contrast ``t - (1 + m) c`` has
     the plug-in variance ``sd_t^2/n_t + (1 + m)^2 sd_c^2/n_c``.
@@ -933,6 +1061,9 @@ def sequential_noninferiority_means(
         planned_n_per_variant,
         lambda n: optimal_tau2(sd_plan**2 * (1.0 + f * f) / (n * TUNING_MULTIPLE), a, one_sided=True),
     )
+    t2_fast = _resolve_fast_tau2(
+        fast_tau2, fast_n if sd_plan > 0 else None, lambda n: sd_plan**2 * (1.0 + f * f) / n, a
+    )
     res = _guardrail(
         c=mc,
         t=mt,
@@ -943,6 +1074,7 @@ def sequential_noninferiority_means(
         higher_is_worse=higher_is_worse,
         alpha=a,
         tau2=t2,
+        fast_tau2=t2_fast,
         previous_max_log_e=previous_max_log_e,
     )
     res.extra.update({"control_n": nc, "treatment_n": nt})
