@@ -222,6 +222,56 @@ def test_on_data_outage_pause_pauses_then_resumes_when_the_metrics_return() -> N
     assert d.status.pause is None
 
 
+def _stale_after_outage(exp: Experiment) -> dict[str, dict[str, dict[str, float]]]:
+    """The challenger's readings frozen before an outage of 4 ticks (traffic goes on meanwhile)."""
+    frozen = {m: {"v2": dict(per["v2"])} for m, per in exp.world.totals.items()}
+    exp.ticks(4, outage=["conversion", "errors"])
+    return frozen
+
+
+def test_stale_readings_after_an_outage_are_not_counted_and_raise_no_sample_ratio_mismatch() -> None:
+    # Given an equal challenger counted for a few ticks
+    exp = better(lift=0.0, exp_rps=400.0)
+    exp.ticks(4)
+    # When the metrics are down for 4 ticks, and on the first tick back the challenger's series
+    # still end before the outage (Prometheus has not scraped its target again yet)
+    stale = _stale_after_outage(exp)
+    d = exp.tick(stale=stale)
+    # Then that tick counts nothing, the next one counts the outage's traffic for both, and no
+    # sample ratio mismatch is seen
+    assert d.status.data_resumed_at == exp.now
+    before = exp.decisions[-2].status.strata
+    assert [s.totals for s in d.status.strata[: len(before)]] == [s.totals for s in before]
+    assert all(not s.totals for s in d.status.strata[len(before):])
+    d = exp.tick()
+    assert d.status.data_resumed_at is None
+    stratum = d.status.strata[-1]
+    for v in ("v1", "v2"):
+        trials = exp.world.totals["conversion"][v]["trials"]
+        base = stratum.baseline[v]["conversion"].trials
+        assert stratum.totals[v]["conversion"].trials == trials - base
+    for later in [d, *exp.ticks(3)]:
+        assert later.status.analysis is not None
+        srm = later.status.analysis.srm
+        assert srm is not None
+        assert not srm.mismatch, later.message
+    assert cond(exp.last.status, ConditionType.SAMPLE_RATIO_MISMATCH)[0] == "False"
+
+
+def test_the_stale_tick_would_be_a_sample_ratio_mismatch_if_counted() -> None:
+    """The control of the test above: the same stale readings, counted, latch SRM."""
+    exp = better(lift=0.0, exp_rps=400.0)
+    exp.ticks(4)
+    stale = _stale_after_outage(exp)
+    forgetful = exp.status.model_copy(update={"data_outage_since": None})
+    obs = exp.world.observations(exp.now + timedelta(seconds=30), stale=stale)
+    exp.world.serve(exp.last.routes.weights, exp.last.routes.mirrors, 30)
+    d = decide(exp.spec, forgetful, obs, exp.now + timedelta(seconds=30))
+    assert d.status.analysis is not None
+    assert d.status.analysis.srm is not None
+    assert d.status.analysis.srm.mismatch
+
+
 def test_a_known_guardrail_breach_rolls_back_during_a_partial_outage() -> None:
     exp = better(lift=0.0)
     exp.ticks(2)
@@ -692,6 +742,10 @@ def test_shadow_passes_without_outcome_series_and_step_0_takes_its_baseline_late
     exp.world.truth["conversion"] = {"v2": 0.3}
     d = exp.until(lambda d: d.phase is not Phase.SHADOWING, outage=["conversion"])
     assert d.rule is Rule.SHADOW_PASSED
+    assert "conversion" not in d.status.strata[0].baseline.get("v2", {})
+    # the outcome series appear: they settle (one window) before the baseline is taken
+    d = exp.tick()
+    assert d.status.data_resumed_at == exp.now
     assert "conversion" not in d.status.strata[0].baseline.get("v2", {})
     d = exp.tick()
     baseline = d.status.strata[0].baseline["v2"]["conversion"]

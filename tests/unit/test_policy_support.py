@@ -159,11 +159,14 @@ class World:
         at: datetime,
         *,
         outage: Iterable[str] = (),
+        stale: Mapping[str, Mapping[str, Mapping[str, float]]] | None = None,
         annotations: Mapping[str, str] | None = None,
         spec_errors: tuple[SpecError, ...] = (),
         generation: int = 1,
     ) -> Observations:
-        """The cumulative readings, with ``outage`` metrics (or ``"shadow"``) Unknown."""
+        """The cumulative readings, with ``outage`` metrics (or ``"shadow"``) Unknown; ``stale``
+        (metric -> variant -> counters) replaces some readings by older ones, as Prometheus answers
+        for a target it has not scraped again since it came back."""
         dead = set(outage)
         metrics: dict[str, Any] = {}
         for metric in [
@@ -189,6 +192,7 @@ class World:
             per = {}
             for variant in self.spec.variant_names():
                 got = self.totals.get(metric.name, {}).get(variant, {})
+                got = (stale or {}).get(metric.name, {}).get(variant, got)
                 per[variant] = MetricCounters(**{f: got.get(f, 0.0) for f in fields})
             metrics[metric.name] = per
         shadow: dict[str, Any] = {}

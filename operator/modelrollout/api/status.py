@@ -433,6 +433,11 @@ class ModelExperimentStatus(StatusModel):
     data_outage_since: Timestamp | None = Field(
         default=None, description="Start of the current stretch without usable metrics."
     )
+    data_resumed_at: Timestamp | None = Field(
+        default=None,
+        description="When usable metrics came back after a stretch without; counts are left out "
+        "until the readings of every variant are fresh again (one settle window).",
+    )
     strata: list[Stratum] = Field(
         default_factory=list,
         max_length=STRATA_LIMIT,

@@ -89,6 +89,10 @@ def _bookkeep_outage(ctx: Tick, status: ModelExperimentStatus, unknown: dict[str
         if status.data_outage_since is None:
             status.data_outage_since = ctx.now
     else:
+        if status.data_outage_since is not None and status.data_outage_since < ctx.now:
+            status.data_resumed_at = ctx.now  # the readings settle before they count again
+        elif status.data_resumed_at is not None and counts.resumed(ctx.spec, status, ctx.now):
+            status.data_resumed_at = None
         status.consecutive_errors = 0
         status.data_outage_since = None
 

@@ -19,6 +19,8 @@ when it ends.
   tick (and stays so while the reading is below; a long outage then applies ``onDataOutage``).
   Smaller negative differences (the extrapolation noise of ``increase()``) are clamped to 0.
   Successes above trials are treated the same way.
+* After an outage the readings settle too (:func:`resumed`): nothing is counted on the first
+  tick with usable metrics again, nor for a settle window after it.
 """
 
 from __future__ import annotations
@@ -184,6 +186,24 @@ def settled(spec: ModelExperimentSpec, stratum: Stratum, now: datetime) -> bool:
     return now - stratum.started_at >= settle_duration(spec)
 
 
+def resumed(spec: ModelExperimentSpec, status: ModelExperimentStatus, now: datetime) -> bool:
+    """Whether the readings can be counted: no outage on the last tick, and a settle window since
+    usable metrics came back.
+
+    After a stretch without usable metrics (Prometheus down or restarting, a scrape target gone),
+    the first readings mix fresh and stale series: each target is scraped again at its own
+    offset, and until then ``increase()`` ends at its last sample before the gap, with no
+    extrapolation over the gap. One variant's counts then miss the traffic of the outage while
+    another's have it; counted, that is a sample ratio mismatch of the outage's size, latched for
+    good by the always-valid test (seen on the real stack, p ~ 1e-19 to 1e-53). Waiting one settle
+    window (:func:`settle_duration`) lets every target be scraped again; the cumulative readings
+    then hold the outage's traffic for every variant, and nothing is lost.
+    """
+    if status.data_outage_since is not None and status.data_outage_since < now:
+        return False  # (an outage that began at ``now`` is this very tick's, seen again in a replay)
+    return status.data_resumed_at is None or now - status.data_resumed_at >= settle_duration(spec)
+
+
 def baseline_of(
     status: ModelExperimentStatus, stratum: Stratum, variant: str, metric: str, mtype: MetricType
 ) -> MetricCounters | None:
@@ -196,13 +216,14 @@ def update_totals(
 ) -> None:
     """Refresh the running stratum's totals from the known readings, in place.
 
-    Nothing is counted while the stratum settles. A reading inconsistent with the stratum's
-    baseline turns into Unknown in ``readings``.
+    Nothing is counted while the stratum settles, nor while the readings settle after an outage
+    (:func:`resumed`). A reading inconsistent with the stratum's baseline turns into Unknown in
+    ``readings``.
     """
     if not status.strata:
         return
     stratum = status.strata[-1]
-    if not settled(spec, stratum, now):
+    if not settled(spec, stratum, now) or not resumed(spec, status, now):
         return
     types = metric_types(spec)
     for name, reading in list(readings.items()):
