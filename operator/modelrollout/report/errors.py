@@ -1,0 +1,7 @@
+"""The one error the report raises: a single line a person can act on."""
+
+from __future__ import annotations
+
+
+class ReportError(Exception):
+    """The report cannot be built (an unreadable object or file), worded as one line."""
