@@ -13,6 +13,7 @@ Secondary metrics that are not decisive are analysed when known and never hold a
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from modelrollout.api.status import (
@@ -154,7 +155,9 @@ def verdict_text(ctx: Tick, o: MetricOutcome | None, planned_n: int | None) -> s
         parts.append(f"e {fmt(o.e_value)}")
     if o.probability is not None:
         parts.append(f"P(better) {fmt(o.probability)}")
-    parts.append(f"n {fmt(o.n_challenger, 6)} of {planned_n if planned_n is not None else 'an unplanned'}")
+    n = o.n_challenger
+    shown = f"{round(n):,}" if n is not None and math.isfinite(n) else "n/a"  # increase() is not whole
+    parts.append(f"n {shown} of {f'{planned_n:,}' if planned_n is not None else 'an unplanned'}")
     return f"{o.verdict.value}: " + ", ".join(parts)
 
 

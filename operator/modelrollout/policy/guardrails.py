@@ -28,6 +28,7 @@ steps do not advance, the shadow does not pass, and the challenger is not promot
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -145,8 +146,10 @@ def _check_margin(
         breached=res.breached,
     )
     kind = "relative" if res.relative else "absolute"
+    # A relative change from a champion at 0 has no finite value: say what it means instead.
+    worse = f"worse by {fmt(res.worse_by)}" if math.isfinite(res.worse_by) else "the champion is at 0"
     summary = (
-        f"{name} {g.name} {fmt(t)} vs champion {fmt(c)} (worse by {fmt(res.worse_by)}, {kind} margin "
+        f"{name} {g.name} {fmt(t)} vs champion {fmt(c)} ({worse}, {kind} margin "
         f"{fmt(res.margin)}; always-valid p {fmt(res.p_value)}, e {fmt(res.e_value)})"
     )
     numbers: dict[str, float | None] = {
