@@ -6,16 +6,8 @@ cd "$(dirname "$0")/.."
 start=$(date +%s)
 step() { printf '\n==> %s (t+%ss)\n' "$1" "$(( $(date +%s) - start ))"; }
 
-step "system prerequisites"
-bash tools/install-prereqs.sh
-
-step "python environment"
-python3 -m venv .venv
-.venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e '.[test]'
-
-step "control plane binaries (cold build takes a while; cached afterwards)"
-.venv/bin/modelrollout localenv build
+# apt packages, the .venv, the control plane binaries (shared with tools/demo.sh)
+source tools/setup.sh
 
 step "ruff"
 .venv/bin/ruff check operator tests bench

@@ -17,6 +17,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -261,24 +262,32 @@ def _run_go(args: list[str], cwd: Path, env: dict[str, str], label: str, progres
     last_report = started
     count = 0
     lines: list[str] = []
+    # Its own process group, so an interruption of this process (Ctrl-C, or a SIGTERM the caller
+    # turns into an exception, as the demo does) can stop go and the compilers it runs.
     proc = subprocess.Popen(args, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, bufsize=1)
+                            text=True, bufsize=1, start_new_session=True)
     assert proc.stdout is not None
-    with contextlib.ExitStack() as stack:
-        log_handle = stack.enter_context(log.open("a")) if log is not None else None
-        for line in proc.stdout:
-            if log_handle is not None:
-                log_handle.write(line)
-            lines.append(line.rstrip())
-            del lines[:-60]
-            if not line.startswith(("go: ", "#")) and " " not in line.strip():
-                count += 1
-            now = time.monotonic()
-            if now - last_report >= 15:
-                last_report = now
-                share = f"{count}/{total} packages" if total else f"{count} packages"
-                progress(f"[{label}] compiling: {share}, {now - started:.0f} s")
-    code = proc.wait()
+    try:
+        with contextlib.ExitStack() as stack:
+            log_handle = stack.enter_context(log.open("a")) if log is not None else None
+            for line in proc.stdout:
+                if log_handle is not None:
+                    log_handle.write(line)
+                lines.append(line.rstrip())
+                del lines[:-60]
+                if not line.startswith(("go: ", "#")) and " " not in line.strip():
+                    count += 1
+                now = time.monotonic()
+                if now - last_report >= 15:
+                    last_report = now
+                    share = f"{count}/{total} packages" if total else f"{count} packages"
+                    progress(f"[{label}] compiling: {share}, {now - started:.0f} s")
+        code = proc.wait()
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        raise
     if code != 0:
         tail = "\n".join(lines[-40:])
         raise BuildError(f"[{label}] `{' '.join(args[:3])} ...` failed with exit code {code}:\n{tail}")

@@ -1,0 +1,24 @@
+# Installs what the local stack needs, idempotently, on a fresh Debian machine of the CI kind:
+# the apt packages and a Go check (tools/install-prereqs.sh), the Python venv in .venv with the
+# project installed in editable mode (with its test extras), and the Go builds of kube-apiserver,
+# kube-controller-manager and etcd (cached by version under ~/.cache/modelrollout).
+#
+# Sourced, not run, from the checkout's root by tools/test.sh and tools/demo.sh, so the steps
+# print under the caller's `step` headings; a caller without one gets a plain heading.
+# shellcheck shell=bash
+
+if ! declare -F step >/dev/null; then
+  _setup_start=$(date +%s)
+  step() { printf '\n==> %s (t+%ss)\n' "$1" "$(( $(date +%s) - _setup_start ))"; }
+fi
+
+step "system prerequisites"
+bash tools/install-prereqs.sh
+
+step "python environment"
+python3 -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -e '.[test]'
+
+step "control plane binaries (cold build takes a while; cached afterwards)"
+.venv/bin/modelrollout localenv build
