@@ -44,7 +44,7 @@ from modelrollout.metrics.credentials import Credentials, read_credentials
 from modelrollout.metrics.prometheus import PrometheusProvider
 from modelrollout.metrics.queries import build_query_set, window_since
 from modelrollout.observations import Observations, SpecError, Unknown
-from modelrollout.policy import decide
+from modelrollout.policy import decide, record_achieved
 from modelrollout.policy.decision import Decision
 from modelrollout.routing import ConflictError, Mirror, Router, RouteState, TargetError, router_for
 
@@ -190,7 +190,7 @@ def observe(
     elif status.phase not in TERMINAL:
         dropped = {d.name for d in status.dropped_challengers}
         live = [spec.champion.name] + [c.name for c in spec.challengers if c.name not in dropped]
-        window = window_since(status.started_at or now, now)
+        window = window_since(status.counted_since or status.started_at or now, now)
         query_set = build_query_set(spec, namespace, window, variants=live)
         if state.checked_generation != generation:
             checked = provider.check(query_set)
@@ -243,6 +243,15 @@ def run_tick(
             raise kopf.TemporaryError(str(exc), delay=1) from exc
         for drift in applied.drift:
             kopf.warn(body, reason="RouteDriftHealed", message=drift)
+        achieved = dict(applied.achieved.weights)
+        asked = record_achieved(decision.status, achieved, now)
+        if asked is not None:
+            kopf.info(
+                body,
+                reason="WeightsRounded",
+                message=f"The traffic provider routes {achieved} for the step's {asked} (for example a "
+                "replica ratio); the status and the sample ratio test use the achieved split.",
+            )
 
     new_status = decision.status.model_dump(by_alias=True, mode="json", exclude_none=True)
     try:

@@ -21,7 +21,7 @@ from modelrollout.api.status import (
     VariantDecision,
 )
 from modelrollout.observations import SpecError
-from modelrollout.policy import EventType, Rule, decide, routes_for
+from modelrollout.policy import EventType, Rule, decide, record_achieved, routes_for
 
 pytestmark = pytest.mark.unit
 
@@ -555,6 +555,12 @@ def test_shadow_mirrors_then_passes_into_step_0_with_mirrors_off() -> None:
     assert d.status.shadow_started_at is not None
     assert exp.now - d.status.shadow_started_at >= timedelta(minutes=5)
     assert d.numbers["v2.divergenceHigh"] <= 0.05
+    # The readings start again at the end of the shadow phase (the mirrored traffic would skew
+    # them), and so do the guardrails' tests, which judged the mirrored responses so far.
+    before = exp.decisions[-2].status.sequential["v2"]["errors"]
+    after = d.status.sequential["v2"]["errors"]
+    assert d.status.counted_since == exp.now
+    assert after.tau2 != before.tau2  # a new test, tuned afresh (at the plan, no longer the fallback)
     # The new stratum settles before it counts: no baseline at the change, the first reading after
     # the settle window (one tick here) becomes it.
     assert d.status.strata[0].baseline == {}
@@ -562,6 +568,7 @@ def test_shadow_mirrors_then_passes_into_step_0_with_mirrors_off() -> None:
     baseline = d.status.strata[0].baseline["v1"]["conversion"].trials
     assert baseline is not None
     assert baseline > 0
+    assert d.status.sequential["v2"]["errors"].tau2 == after.tau2
 
 
 def test_shadow_fails_on_divergence_before_the_duration() -> None:
@@ -776,3 +783,43 @@ def test_a_guardrail_estimate_beyond_its_margin_holds_the_steps() -> None:
             assert result.difference is not None
             assert result.limit is not None
             assert result.difference <= result.limit
+
+
+def test_achieved_weights_of_a_step_replace_the_asked_ones_for_the_srm_test() -> None:
+    # Given a run that just advanced to step 1 (25 %)
+    exp = better(lift=0.0)
+    d = exp.until(lambda d: d.rule is Rule.STEP_ADVANCED)
+    status = d.status.model_copy(deep=True)
+    assert status.weights == {"v1": 75, "v2": 25}
+    # When the provider can only route 80/20 (2 of 10 replicas)
+    asked = record_achieved(status, {"v1": 80, "v2": 20}, exp.now)
+    # Then the status, the step's stratum and its history entry hold the achieved split
+    assert asked == {"v1": 75, "v2": 25}
+    assert status.weights == status.strata[-1].weights == status.history[-1].weights == {"v1": 80, "v2": 20}
+    assert routes_for(exp.spec, status).weights == {"v1": 80, "v2": 20}
+    # and nothing changes for an exact provider, a later tick, or a split that is not one
+    assert record_achieved(status, {"v1": 80, "v2": 20}, exp.now) is None
+    later = d.status.model_copy(deep=True)
+    assert record_achieved(later, {"v1": 80, "v2": 20}, exp.now + timedelta(seconds=30)) is None
+    assert later.weights == {"v1": 75, "v2": 25}
+    assert record_achieved(later, {"v1": 80, "v2": 21}, exp.now) is None
+
+
+def test_the_srm_test_expects_the_recorded_achieved_split() -> None:
+    """With 20 % routed and 25 % expected the always-valid SRM test fires; with the achieved split
+    recorded it does not."""
+    for record, mismatch in ((False, True), (True, False)):
+        exp = better(lift=0.0, exp_rps=400.0, rollout={"minStepDuration": "30m"})
+        d = exp.until(lambda d: d.rule is Rule.STEP_ADVANCED)
+        if record:
+            record_achieved(d.status, {"v1": 80, "v2": 20}, exp.now)
+        exp.status = d.status
+        # the provider routes 80/20 whatever the status asks for
+        for _ in range(40):
+            exp.world.serve({"v1": 80, "v2": 20}, {}, 30)
+            exp.now += timedelta(seconds=30)
+            obs = exp.world.observations(exp.now)
+            exp.status = decide(exp.spec, exp.status, obs, exp.now).status
+        assert exp.status.analysis is not None
+        assert exp.status.analysis.srm is not None
+        assert exp.status.analysis.srm.mismatch is mismatch, exp.status.analysis.srm

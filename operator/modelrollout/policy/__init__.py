@@ -7,6 +7,6 @@ order, and :class:`~modelrollout.policy.decision.Decision` for what a tick retur
 
 from modelrollout.policy.decide import decide
 from modelrollout.policy.decision import Decision, Event, EventType, Routes, Rule
-from modelrollout.policy.steps import routes_for
+from modelrollout.policy.steps import record_achieved, routes_for
 
-__all__ = ["Decision", "Event", "EventType", "Routes", "Rule", "decide", "routes_for"]
+__all__ = ["Decision", "Event", "EventType", "Routes", "Rule", "decide", "record_achieved", "routes_for"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from datetime import datetime
 
 from modelrollout.api.spec import ModelExperimentSpec
 from modelrollout.api.status import ModelExperimentStatus, Phase
@@ -84,3 +85,30 @@ def routes_for(spec: ModelExperimentSpec, status: ModelExperimentStatus) -> Rout
         dropped = {d.name for d in status.dropped_challengers}
         mirrors = {c.name: spec.shadow.mirror_percent for c in spec.challengers if c.name not in dropped}
     return Routes(weights=weights, mirrors=mirrors)
+
+
+def record_achieved(
+    status: ModelExperimentStatus, achieved: dict[str, int], now: datetime
+) -> dict[str, int] | None:
+    """Record the weights the traffic provider achieved, when they differ from the ones asked for.
+
+    A provider that cannot route every split (the Service router's replica ratio: 25 % of 10
+    replicas is 2 of them, 20 %) routes another split than the status's. The sample ratio test and
+    the step's stratum must expect the split the traffic really has, else the SRM test flags the
+    rounding as a mismatch and holds for good. So the status's weights, the stratum opened at
+    ``now`` and the history entry of ``now`` take the achieved weights; the routes, a function of
+    the status, then ask for them from the next tick on, which the provider routes exactly.
+
+    Only a step that began at ``now`` is rewritten: a split that differs later is drift, which the
+    routes heal. Returns the weights that were replaced, or None when nothing changed.
+    """
+    if sum(achieved.values()) != 100 or set(achieved) != set(status.weights):
+        return None
+    if achieved == status.weights or not status.strata or status.strata[-1].started_at != now:
+        return None
+    asked = dict(status.weights)
+    status.weights = dict(achieved)
+    status.strata[-1].weights = dict(achieved)
+    if status.history and status.history[-1].time == now:
+        status.history[-1].weights = dict(achieved)
+    return asked
