@@ -253,7 +253,7 @@ class Experiment:
         self.now += timedelta(seconds=dt)
         annotations = {**self.annotations, **faults.pop("annotations", {})}
         obs = self.world.observations(self.now, annotations=annotations, **faults)
-        started = self.status.started_at
+        started = (self.status.started_at, self.status.counted_since)
         given = self.status.model_copy(deep=True)
         decision = decide(self.spec, self.status, obs, self.now)
         assert self.status == given, "decide changed the status it was given"
@@ -268,8 +268,8 @@ class Experiment:
             assert echoed.status == decision.status, "the JSON round trip changes the decision"
             assert (echoed.rule, echoed.routes) == (decision.rule, decision.routes)
         self.observed.append(obs)
-        if decision.status.started_at != started:
-            self.world.reset()  # the provider's counts run from the (new) start
+        if (decision.status.started_at, decision.status.counted_since) != started:
+            self.world.reset()  # the provider's counts run from the (new) start of the window
         self.status = decision.status
         self.decisions.append(decision)
         return decision

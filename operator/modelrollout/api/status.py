@@ -425,6 +425,11 @@ class ModelExperimentStatus(StatusModel):
         default=None, description="When the experiment started (shadow or first step)."
     )
     shadow_started_at: Timestamp | None = Field(default=None, description="When the shadow phase started.")
+    counted_since: Timestamp | None = Field(
+        default=None,
+        description="Start of the window of every query (startedAt until the shadow phase passes, then "
+        "the end of the shadow phase).",
+    )
     step_started_at: Timestamp | None = Field(
         default=None, description="When the current step's weights were applied."
     )

@@ -99,8 +99,22 @@ def shadow_passed(
     message: str,
     numbers: Mapping[str, float | None],
 ) -> Outcome:
-    """Shadowing -> Progressing at step 0, mirrors off."""
+    """Shadowing -> Progressing at step 0, mirrors off; the readings start again from now.
+
+    Mirrored traffic gives the challenger the champion's request rate during the shadow phase.
+    Read over a window from the experiment's start, ``increase()`` then extrapolates each reading's
+    end edge (up to one scrape interval) at that inflated average rate, so the challenger's counts
+    at 10 % jitter by far more than its traffic per tick; the always-valid SRM test latched that
+    noise as a mismatch on the real stack. The queries' window starts at the end of the shadow
+    phase instead (``status.countedSince``), and the guardrails' sequential tests start again on
+    real traffic: the shadow phase tested the mirrored responses, a separate question.
+    """
     live = ctx.live(status)
+    status.counted_since = ctx.now
+    guardrail_names = {g.name for g in ctx.spec.metrics.guardrails}
+    for states in status.sequential.values():
+        for name in guardrail_names & set(states):
+            del states[name]
     status.phase = Phase.PROGRESSING
     status.current_step = 0
     status.step_started_at = ctx.now
