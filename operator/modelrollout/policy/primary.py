@@ -162,7 +162,17 @@ class MetricOutcome:
 def _combined(
     ctx: Tick, status: ModelExperimentStatus, name: str, mtype: MetricType, challenger: str
 ) -> stratified.StratifiedResult | None:
-    cs = counts.series(status, name, ctx.champion)
+    return combined_difference(status, name, mtype, ctx.champion, challenger, ctx.alpha_ci)
+
+
+def combined_difference(
+    status: ModelExperimentStatus, name: str, mtype: MetricType, champion: str, challenger: str, alpha: float
+) -> stratified.StratifiedResult | None:
+    """The challenger's difference from the champion on metric ``name``: each stratum's difference,
+    combined by inverse variance over the strata (None before any stratum has usable counts).
+
+    Public so the report recomputes exactly what the policy decides on."""
+    cs = counts.series(status, name, champion)
     ts = counts.series(status, name, challenger)
     try:
         if mtype is MetricType.PROPORTION:
@@ -177,7 +187,7 @@ def _combined(
                 [[c.successes or 0.0, c.trials or 0.0, t.successes or 0.0, t.trials or 0.0] for c, t in keep]
             )
             pc, pt, vc, vt = sequential.proportions_difference(arr[:, 0], arr[:, 1], arr[:, 2], arr[:, 3])
-            return stratified.combine_fixed_effect((pt - pc).tolist(), (vc + vt).tolist(), alpha=ctx.alpha_ci)
+            return stratified.combine_fixed_effect((pt - pc).tolist(), (vc + vt).tolist(), alpha=alpha)
         if mtype is MetricType.MEAN:
             rows = []
             for c, t in zip(cs, ts, strict=True):
@@ -188,7 +198,7 @@ def _combined(
             if not rows:
                 return None
             cols = list(zip(*rows, strict=True))
-            return stratified.stratified_means(*cols, alpha=ctx.alpha_ci)
+            return stratified.stratified_means(*cols, alpha=alpha)
         est: list[float] = []
         var: list[float] = []
         for c, t in zip(cs, ts, strict=True):
@@ -200,7 +210,7 @@ def _combined(
             var.append(rt.variance + rc.variance)
         if not est:
             return None
-        return stratified.combine_fixed_effect(est, var, alpha=ctx.alpha_ci)
+        return stratified.combine_fixed_effect(est, var, alpha=alpha)
     except InvalidInputError:
         return None
 

@@ -36,10 +36,10 @@ from modelrollout.api.status import (
     Phase,
     VariantAnalysis,
 )
-from modelrollout.errors import InvalidInputError
 from modelrollout.policy import counts, values
+from modelrollout.policy.primary import combined_difference
 from modelrollout.report.errors import ReportError
-from modelrollout.stats import ratio, sequential, stratified
+from modelrollout.stats import sequential
 
 #: Seconds in each unit of the time axis.
 _UNIT_SECONDS: Final = {"s": 1.0, "min": 60.0, "h": 3600.0, "d": 86400.0}
@@ -700,7 +700,7 @@ def _compare(
     mtype = primary.metric_type
     champion = spec.champion.name
     alpha_ci = spec.analysis.alpha / family_size(spec)
-    comb = _combined(status, primary.name, mtype, champion, challenger, alpha_ci)
+    comb = combined_difference(status, primary.name, mtype, champion, challenger, alpha_ci)
     base = values.value(counts.pooled(status, primary.name, champion, mtype), mtype)
     if comb is None:
         return
@@ -719,42 +719,3 @@ def _compare(
     scale = 1.0 if primary.mde_type is MdeType.ABSOLUTE else (abs(base) if base else math.nan)
     if math.isfinite(low / scale) and math.isfinite(high / scale):
         result.ci = Interval(low=low / scale, high=high / scale)
-
-
-def _combined(
-    status: ModelExperimentStatus, name: str, mtype: MetricType, champion: str, challenger: str, alpha: float
-) -> stratified.StratifiedResult | None:
-    """The per-stratum differences challenger - champion combined by inverse variance."""
-    est: list[float] = []
-    var: list[float] = []
-    pairs = zip(counts.series(status, name, champion), counts.series(status, name, challenger), strict=True)
-    try:
-        for c, t in pairs:
-            if c is None or t is None:
-                continue
-            if mtype is MetricType.PROPORTION:
-                if not (c.trials or 0) > 0 or not (t.trials or 0) > 0:
-                    continue
-                pc, pt, vc, vt = sequential.proportions_difference(
-                    c.successes or 0.0, c.trials or 0.0, t.successes or 0.0, t.trials or 0.0
-                )
-                est.append(float(pt - pc))
-                var.append(float(vc + vt))
-            elif mtype is MetricType.MEAN:
-                if min(c.count or 0, t.count or 0) < MIN_STRATUM_SAMPLES:
-                    continue
-                sc, st = values.summary(c), values.summary(t)
-                est.append(st.mean - sc.mean)
-                var.append(st.sd**2 / st.n + sc.sd**2 / sc.n)
-            else:
-                if min(c.units or 0, t.units or 0) < MIN_STRATUM_SAMPLES:
-                    continue
-                rc = ratio.ratio_estimate(values.ratio_sums(c), name="champion")
-                rt = ratio.ratio_estimate(values.ratio_sums(t), name="challenger")
-                est.append(rt.ratio - rc.ratio)
-                var.append(rt.variance + rc.variance)
-        if not est:
-            return None
-        return stratified.combine_fixed_effect(est, var, alpha=alpha)
-    except InvalidInputError:
-        return None
