@@ -82,7 +82,10 @@ class DemoResult:
 
     @property
     def phase(self) -> str | None:
-        return ((self.final or {}).get("status") or {}).get("phase")
+        if self.final is None:
+            return None  # never read: the experiment was not applied
+        # An experiment the operator has not written a status for yet is pending.
+        return str((self.final.get("status") or {}).get("phase") or "Pending")
 
     @property
     def ok(self) -> bool:
