@@ -327,7 +327,9 @@ def plot_guardrails(
                 zorder=4,
             )
         if shown:
-            ax.set_ylim(*_padded([*shown, 0.0] if min(shown) >= 0 else shown))
+            low, high = _padded([*shown, 0.0] if min(shown) >= 0 else shown)
+            # a rate or a latency share is never negative: no padding below 0
+            ax.set_ylim(0.0 if min(shown) >= 0 else low, high)
         ax.set_ylabel(panel.ylabel)
         _legend(ax)
     return _save(fig, path)
