@@ -258,6 +258,28 @@ def test_stale_readings_after_an_outage_are_not_counted_and_raise_no_sample_rati
     assert cond(exp.last.status, ConditionType.SAMPLE_RATIO_MISMATCH)[0] == "False"
 
 
+def test_a_target_scraped_again_late_is_waited_for_beyond_the_settle_window() -> None:
+    # Given the outage above, and the challenger's series still stale for 3 ticks after the metrics
+    # came back (its target rediscovered late), longer than the settle window (one tick here)
+    exp = better(lift=0.0, exp_rps=400.0)
+    exp.ticks(4)
+    stale = _stale_after_outage(exp)
+    held = [exp.tick(stale=stale) for _ in range(3)]
+    # Then nothing is counted while any reading has not grown since the metrics came back
+    before = exp.decisions[-4].status.strata
+    for d in held:
+        assert [s.totals for s in d.status.strata[: len(before)]] == [s.totals for s in before]
+        assert d.status.data_resumed_at is not None
+    assert held[0].status.resumed_from["conversion"]["v2"] == stale["conversion"]["v2"]["trials"]
+    # and once it is fresh, counting goes on, with no sample ratio mismatch
+    for later in exp.ticks(4):
+        assert later.status.analysis is not None
+        assert later.status.analysis.srm is not None
+        assert not later.status.analysis.srm.mismatch, later.message
+    assert exp.last.status.data_resumed_at is None
+    assert exp.last.status.resumed_from == {}
+
+
 def test_the_stale_tick_would_be_a_sample_ratio_mismatch_if_counted() -> None:
     """The control of the test above: the same stale readings, counted, latch SRM."""
     exp = better(lift=0.0, exp_rps=400.0)

@@ -441,7 +441,13 @@ class ModelExperimentStatus(StatusModel):
     data_resumed_at: Timestamp | None = Field(
         default=None,
         description="When usable metrics came back after a stretch without; counts are left out "
-        "until the readings of every variant are fresh again (one settle window).",
+        "until the readings of every variant are fresh again (one settle window, and each reading "
+        "grown past resumedFrom).",
+    )
+    resumed_from: dict[str, dict[str, float]] = Field(
+        default_factory=dict,
+        description="The samples of each metric and variant when usable metrics came back: a reading "
+        "that has not grown past it may still be the one from before the outage.",
     )
     strata: list[Stratum] = Field(
         default_factory=list,

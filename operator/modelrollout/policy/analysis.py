@@ -83,7 +83,9 @@ class Assessment:
         return "; ".join(f"{name}: {why}" for name, why in self.unknown.items())
 
 
-def _bookkeep_outage(ctx: Tick, status: ModelExperimentStatus, unknown: dict[str, str]) -> None:
+def _bookkeep_outage(
+    ctx: Tick, status: ModelExperimentStatus, unknown: dict[str, str], readings: dict[str, counts.Reading]
+) -> None:
     if unknown:
         if ctx.count_once("errors"):
             status.consecutive_errors += 1
@@ -92,8 +94,10 @@ def _bookkeep_outage(ctx: Tick, status: ModelExperimentStatus, unknown: dict[str
     else:
         if status.data_outage_since is not None and status.data_outage_since < ctx.now:
             status.data_resumed_at = ctx.now  # the readings settle before they count again
-        elif status.data_resumed_at is not None and counts.resumed(ctx.spec, status, ctx.now):
+            status.resumed_from = counts.samples_by_metric(ctx.spec, readings)
+        elif status.data_resumed_at is not None and counts.resumed(ctx.spec, status, readings, ctx.now):
             status.data_resumed_at = None
+            status.resumed_from = {}
         status.consecutive_errors = 0
         status.data_outage_since = None
 
@@ -124,7 +128,7 @@ def assess(ctx: Tick, status: ModelExperimentStatus) -> Assessment:
         for d in a.divergence:
             if d.unknown is not None:
                 a.unknown[f"divergence of {d.challenger}"] = d.unknown
-    _bookkeep_outage(ctx, status, a.unknown)
+    _bookkeep_outage(ctx, status, a.unknown, a.readings)
     if progressing:
         if isinstance(a.readings[spec.metrics.primary.name], counts.Known):
             a.srm = srm.evaluate(ctx, status)

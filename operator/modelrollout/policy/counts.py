@@ -186,9 +186,23 @@ def settled(spec: ModelExperimentSpec, stratum: Stratum, now: datetime) -> bool:
     return now - stratum.started_at >= settle_duration(spec)
 
 
-def resumed(spec: ModelExperimentSpec, status: ModelExperimentStatus, now: datetime) -> bool:
-    """Whether the readings can be counted: no outage on the last tick, and a settle window since
-    usable metrics came back.
+def samples_by_metric(
+    spec: ModelExperimentSpec, readings: Mapping[str, Reading]
+) -> dict[str, dict[str, float]]:
+    """The samples of every known reading, by metric and variant."""
+    types = metric_types(spec)
+    return {
+        name: {v: samples(c, types[name]) for v, c in r.values.items()}
+        for name, r in readings.items()
+        if isinstance(r, Known)
+    }
+
+
+def resumed(
+    spec: ModelExperimentSpec, status: ModelExperimentStatus, readings: Mapping[str, Reading], now: datetime
+) -> bool:
+    """Whether the readings can be counted: no outage on the last tick, a settle window since
+    usable metrics came back, and every reading grown since then.
 
     After a stretch without usable metrics (Prometheus down or restarting, a scrape target gone),
     the first readings mix fresh and stale series: each target is scraped again at its own
@@ -197,11 +211,27 @@ def resumed(spec: ModelExperimentSpec, status: ModelExperimentStatus, now: datet
     another's have it; counted, that is a sample ratio mismatch of the outage's size, latched for
     good by the always-valid test (seen on the real stack, p ~ 1e-19 to 1e-53). Waiting one settle
     window (:func:`settle_duration`) lets every target be scraped again; the cumulative readings
-    then hold the outage's traffic for every variant, and nothing is lost.
+    then hold the outage's traffic for every variant, and nothing is lost. A target that comes back
+    later (service discovery reloads after a restart) still answers with its old series, so the
+    window is not enough on its own: each reading must also have grown past its value when the
+    metrics came back (``status.resumedFrom``), which a series not scraped again cannot do.
     """
     if status.data_outage_since is not None and status.data_outage_since < now:
         return False  # (an outage that began at ``now`` is this very tick's, seen again in a replay)
-    return status.data_resumed_at is None or now - status.data_resumed_at >= settle_duration(spec)
+    if status.data_resumed_at is None:
+        return True
+    if now - status.data_resumed_at < settle_duration(spec):
+        return False
+    now_samples = samples_by_metric(spec, readings)
+    for name, before in status.resumed_from.items():
+        if name not in now_samples:
+            return False
+        for variant, value in before.items():
+            current = now_samples[name].get(variant)
+            # (a variant no longer read, a dropped challenger, has nothing left to wait for)
+            if current is not None and current <= value:
+                return False
+    return True
 
 
 def baseline_of(
@@ -223,7 +253,7 @@ def update_totals(
     if not status.strata:
         return
     stratum = status.strata[-1]
-    if not settled(spec, stratum, now) or not resumed(spec, status, now):
+    if not settled(spec, stratum, now) or not resumed(spec, status, readings, now):
         return
     types = metric_types(spec)
     for name, reading in list(readings.items()):
