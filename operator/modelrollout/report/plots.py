@@ -28,6 +28,7 @@ from modelrollout.report.data import (
     GuardrailPanel,
     PrimaryView,
     SamplesView,
+    Series,
     Span,
     TimeAxis,
     WeightsView,
@@ -305,15 +306,7 @@ def plot_guardrails(
             )
             shown += panel.champion.y
         for series in panel.challengers:
-            ax.plot(
-                series.x,
-                series.y,
-                color=colors.get(series.label, CHALLENGER_COLORS[0]),
-                marker="o",
-                markersize=3,
-                linewidth=1.6,
-                label=series.label,
-            )
+            _plot_variant(ax, series, colors, series.label)
             shown += series.y
         for challenger, x, y in panel.breaches:
             ax.plot(
@@ -335,6 +328,19 @@ def plot_guardrails(
     return _save(fig, path)
 
 
+def _plot_variant(ax: Axes, series: Series, colors: dict[str, str], label: str) -> None:
+    """One variant's line, in its colour, with a dot per point."""
+    ax.plot(
+        series.x,
+        series.y,
+        color=colors.get(series.label, CHALLENGER_COLORS[0]),
+        marker="o",
+        markersize=3,
+        linewidth=1.6,
+        label=label,
+    )
+
+
 def plot_samples(
     view: SamplesView, axis: TimeAxis, spans: Sequence[Span], colors: dict[str, str], path: Path
 ) -> Path:
@@ -346,15 +352,7 @@ def plot_samples(
         return _save(fig, path)
     _decorate_time(ax, spans, axis)
     for series in view.variants:
-        ax.plot(
-            series.x,
-            series.y,
-            color=colors.get(series.label, CHALLENGER_COLORS[0]),
-            marker="o",
-            markersize=3,
-            linewidth=1.6,
-            label=f"{series.label} (n = {series.y[-1]:,.0f})",
-        )
+        _plot_variant(ax, series, colors, f"{series.label} (n = {series.y[-1]:,.0f})")
     if view.planned is not None:
         ax.plot(
             view.planned.x,
