@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -17,7 +18,9 @@ from modelrollout.metrics import ISTIO_DURATION_BUCKETS_MS, VARIANT_LABEL, build
 from modelrollout.metrics.queries import (
     DNS_LABEL,
     QuerySet,
+    evaluation_time,
     le_spellings,
+    timestamp_ms,
     window_since,
 )
 
@@ -74,26 +77,62 @@ def one(query_set: QuerySet, name: str) -> Any:
 
 @pytest.mark.parametrize(
     ("seconds", "expected"),
-    [(929.2, "930s"), (930, "930s"), (0, "1s"), (0.001, "1s"), (1, "1s"), (86400 * 14, "1209600s")],
+    [(929.2, "929200ms"), (930, "930s"), (0, "1ms"), (0.0004, "1ms"), (0.0011, "2ms"), (1, "1s"),
+     (86400 * 14, "1209600s")],
 )
-def test_window_is_whole_seconds_rounded_up(seconds: float, expected: str) -> None:
+def test_window_is_exact_to_the_millisecond_rounded_up(seconds: float, expected: str) -> None:
     assert render_window(timedelta(seconds=seconds)) == expected
 
 
 def test_window_since_start() -> None:
     start = datetime(2025, 1, 1, 12, 0, 0, tzinfo=UTC)
-    assert window_since(start, start + timedelta(minutes=15, seconds=29, milliseconds=1)) == "930s"
-    assert window_since(start, start - timedelta(seconds=5)) == "1s"  # clock skew: never negative
+    assert window_since(start, start + timedelta(minutes=15, seconds=29, milliseconds=1)) == "929001ms"
+    assert window_since(start, start + timedelta(minutes=15, seconds=30)) == "930s"
+    assert window_since(start, start - timedelta(seconds=5)) == "1ms"  # clock skew: never negative
     with pytest.raises(InvalidInputError, match="timezone-aware"):
         window_since(start.replace(tzinfo=None), start)
     with pytest.raises(InvalidInputError):
         render_window(timedelta(seconds=-1))
 
 
-@pytest.mark.parametrize("window", ["0s", "5m", "1h", "10", "-3s", "3s]) or vector(1", ""])
-def test_a_rendered_window_must_be_whole_seconds(window: str) -> None:
+def _range_start_ms(at: datetime, window: str) -> int:
+    """Where Prometheus starts the range ``[window]`` of a query at ``evaluation_time(at)``."""
+    seconds, _, millis = evaluation_time(at).partition(".")
+    end = int(seconds) * 1000 + int(millis)
+    length = int(window[:-2]) if window.endswith("ms") else int(window[:-1]) * 1000
+    return end - length
+
+
+def test_the_range_starts_at_the_same_millisecond_at_every_tick() -> None:
+    # A start with microseconds, ticks at every sub-second phase: the range must start exactly at
+    # timestamp_ms(start) each time. Whole-second windows moved it by up to a second, so a sample
+    # just before the start was in the range at some ticks and out of it at others.
+    start = datetime(2026, 12, 1, 6, 4, 17, 638304, tzinfo=UTC)
+    rng = random.Random(5)
+    starts = set()
+    for _ in range(2000):
+        at = start + timedelta(seconds=rng.uniform(0.002, 3600), microseconds=rng.randrange(1000))
+        starts.add(_range_start_ms(at, window_since(start, at)))
+    assert starts == {timestamp_ms(start)}
+    assert timestamp_ms(start) == 1796105057638
+
+
+def test_evaluation_time_is_the_millisecond_rounded_down() -> None:
+    at = datetime(2026, 12, 1, 6, 4, 17, 638999, tzinfo=UTC)
+    assert evaluation_time(at) == "1796105057.638"
+    assert evaluation_time(at.replace(microsecond=5000)) == "1796105057.005"
+    with pytest.raises(InvalidInputError, match="timezone-aware"):
+        evaluation_time(at.replace(tzinfo=None))
+
+
+@pytest.mark.parametrize("window", ["0s", "0ms", "5m", "1h", "10", "-3s", "1.5s", "3s]) or vector(1", ""])
+def test_a_rendered_window_must_be_seconds_or_milliseconds(window: str) -> None:
     with pytest.raises(InvalidInputError, match="window"):
         build_query_set(spec(), "shop", window)
+
+
+def test_a_rendered_window_in_milliseconds_is_accepted() -> None:
+    assert build_query_set(spec(), "shop", "929200ms").window == "929200ms"
 
 
 # --- user templates -----------------------------------------------------------------------------

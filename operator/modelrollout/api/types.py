@@ -21,7 +21,8 @@ Metric queries are PromQL with three placeholders that the operator fills in:
 ``{{namespace}}``
     the experiment's namespace;
 ``{{window}}``
-    the range the operator aggregates over, as a PromQL duration in whole seconds (``930s``).
+    the range the operator aggregates over (everything since counting started), as a PromQL
+    duration exact to the millisecond (``930s``, ``929200ms``).
 
 Any other ``{{...}}`` is rejected.
 """

@@ -30,7 +30,9 @@ from modelrollout.metrics.queries import (
     QuerySet,
     ShadowQuery,
     build_query_set,
+    evaluation_time,
     render_window,
+    timestamp_ms,
     window_since,
 )
 
@@ -47,7 +49,9 @@ __all__ = [
     "ShadowReadings",
     "aread_credentials",
     "build_query_set",
+    "evaluation_time",
     "read_credentials",
     "render_window",
+    "timestamp_ms",
     "window_since",
 ]

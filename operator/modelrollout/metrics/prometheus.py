@@ -1,12 +1,14 @@
 """The Prometheus metrics provider, on ``prometheus_api_client.PrometheusConnect``.
 
 One instant query per metric field (see :mod:`modelrollout.metrics.queries`), evaluated at the
-tick's time ``at`` (the ``time`` parameter), with a timeout both on the HTTP request and on the
-server's evaluation (the ``timeout`` parameter): ``spec.metrics.prometheus.timeout``. The HTTP
-client does not retry on its own beyond one immediate reconnect (a tick is the retry: a failed
-query is an :class:`~modelrollout.observations.Unknown` now and is asked again at the next
-tick), so a tick never waits longer than the timeout per query. Once a query finds Prometheus
-unreachable, the rest of that tick's queries are not sent and get the same reason.
+tick's time ``at`` (the ``time`` parameter, to the millisecond, the precision ``{{window}}`` is
+rendered in: see :func:`~modelrollout.metrics.queries.window_since`), with a timeout both on the
+HTTP request and on the server's evaluation (the ``timeout`` parameter):
+``spec.metrics.prometheus.timeout``. The HTTP client does not retry on its own beyond one
+immediate reconnect (a tick is the retry: a failed query is an
+:class:`~modelrollout.observations.Unknown` now and is asked again at the next tick), so a tick
+never waits longer than the timeout per query. Once a query finds Prometheus unreachable, the
+rest of that tick's queries are not sent and get the same reason.
 
 How each failure reads (the ``reason`` of the ``Unknown``):
 
@@ -62,7 +64,7 @@ from modelrollout.api.types import parse_duration
 from modelrollout.errors import InvalidInputError
 from modelrollout.metrics.base import ShadowReadings
 from modelrollout.metrics.credentials import Credentials
-from modelrollout.metrics.queries import FieldQuery, QuerySet, wrap_part
+from modelrollout.metrics.queries import FieldQuery, QuerySet, evaluation_time, wrap_part
 from modelrollout.metrics.results import (
     FieldValues,
     VariantValue,
@@ -273,7 +275,7 @@ class PrometheusProvider:
         if at is not None:
             if at.tzinfo is None:
                 return _Failure(f"the evaluation time of {path} must be timezone-aware", "other")
-            params["time"] = f"{at.timestamp():.3f}"
+            params["time"] = evaluation_time(at)
         try:
             return self._client.custom_query(promql, params=params, timeout=self.timeout)
         except Exception as exc:  # every failure becomes a reason, see the module docstring

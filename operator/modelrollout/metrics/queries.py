@@ -27,9 +27,11 @@ parser; ``label_replace`` and ``or`` work for every template that returns an ins
 and each part is exactly the query the user wrote and can run by hand.
 
 Placeholders: ``{{variant}}`` is the variant's name, ``{{namespace}}`` the experiment's
-namespace, ``{{window}}`` the time since the experiment started, in whole seconds rounded up
-(``930s``; at least ``1s``), see :func:`render_window`. Queries over ``[{{window}}]`` therefore
-count everything since the start, which is what :class:`~modelrollout.observations.Observations`
+namespace, ``{{window}}`` the time since counting started (the experiment's start, or the end of
+its shadow phase), exact to the millisecond (``930s``, ``929200ms``), see :func:`window_since`.
+Every query of a tick is evaluated at the tick's time (:func:`evaluation_time`), so the range
+starts at the same instant at every tick. Queries over ``[{{window}}]`` therefore count
+everything since the start, which is what :class:`~modelrollout.observations.Observations`
 promises; the policy subtracts its per-step baselines.
 
 Presets
@@ -96,7 +98,7 @@ import math
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
 from typing import Final
 
@@ -247,22 +249,59 @@ def _regex_alternatives(values: Sequence[str]) -> str:
 
 
 def render_window(span: timedelta) -> str:
-    """A PromQL range in whole seconds, rounded up, at least ``1s`` (``timedelta(seconds=929.2)``
-    gives ``930s``)."""
+    """A PromQL range of ``span``, rounded up to the millisecond (Prometheus's resolution), at
+    least ``1ms``: ``930s`` when it is whole seconds, else milliseconds
+    (``timedelta(seconds=929.2)`` gives ``929200ms``)."""
     seconds = span.total_seconds()
     if not math.isfinite(seconds) or seconds < 0:
         raise InvalidInputError(f"window must be a non-negative duration, got {span!r}")
-    return f"{max(1, math.ceil(seconds))}s"
+    ms = max(1, -(-span // _MS))
+    return f"{ms // 1000}s" if ms % 1000 == 0 else f"{ms}ms"
+
+
+_MS: Final = timedelta(milliseconds=1)
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def timestamp_ms(at: datetime) -> int:
+    """``at`` in whole milliseconds since the epoch, rounded down (timezone-aware ``at``).
+
+    The evaluation time of every query of a tick is this, in seconds with three decimals (see
+    :func:`evaluation_time`), so that it and :func:`window_since` agree to the millisecond.
+    """
+    if at.tzinfo is None:
+        raise InvalidInputError("the time must be timezone-aware")
+    return (at - _EPOCH) // _MS
+
+
+def evaluation_time(at: datetime) -> str:
+    """The ``time`` parameter of a query evaluated at ``at``: :func:`timestamp_ms` in seconds."""
+    ms = timestamp_ms(at)
+    return f"{ms // 1000}.{ms % 1000:03d}"
 
 
 def window_since(started_at: datetime, at: datetime) -> str:
-    """The ``{{window}}`` of a tick at ``at`` of an experiment started at ``started_at``."""
+    """The ``{{window}}`` of a tick evaluated at ``at`` (:func:`evaluation_time`) that counts
+    since ``started_at``.
+
+    The range is exact to the millisecond, so it starts at the same instant,
+    ``timestamp_ms(started_at)``, at every tick. With a range rounded to whole seconds its start
+    would move by up to a second from tick to tick, and a sample just before ``started_at`` would
+    be in the range at one tick and out of it at the next. ``increase()`` extrapolates the first
+    sample back to the range's start only when it is within about one scrape interval of it, so
+    when a gap in the samples follows (Prometheus restarted, a target not scraped), one variant's
+    reading would hold the gap's growth and the next would not: a sample ratio mismatch made by
+    the query, latched for good by the always-valid test (seen on the real stack after a
+    Prometheus restart). At a fixed start the subtraction of a stratum's baseline cancels the
+    start edge, as :mod:`modelrollout.policy.counts` assumes.
+    """
     if started_at.tzinfo is None or at.tzinfo is None:
         raise InvalidInputError("started_at and at must be timezone-aware")
-    return render_window(max(at - started_at, timedelta(0)))
+    ms = max(1, timestamp_ms(at) - timestamp_ms(started_at))
+    return f"{ms // 1000}s" if ms % 1000 == 0 else f"{ms}ms"
 
 
-_WINDOW = re.compile(r"[1-9][0-9]*s")
+_WINDOW = re.compile(r"[1-9][0-9]*m?s")
 
 
 # --- user templates -----------------------------------------------------------------------------
@@ -576,7 +615,7 @@ def build_query_set(
     namespace = checked_label(namespace, "namespace")
     rendered = render_window(window) if isinstance(window, timedelta) else window
     if not isinstance(rendered, str) or _WINDOW.fullmatch(rendered) is None:
-        raise InvalidInputError(f"window must look like 930s (whole seconds, at least 1), got {window!r}")
+        raise InvalidInputError(f"window must look like 930s or 929200ms (at least 1ms), got {window!r}")
     known = spec.variant_names()
     for name in known:
         checked_label(name, "variant name")

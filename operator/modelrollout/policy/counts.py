@@ -11,8 +11,9 @@ when it ends.
   ``increase()`` over a short window is mostly extrapolation; counted, that transition would bias
   the split (a false sample ratio mismatch, whose always-valid test keeps its running maximum for
   good) and the comparison. The settle window's samples are lost for both arms alike, so the
-  comparison stays fair. Because every reading of a run shares the window's start (the
-  experiment's start), the start-edge extrapolation error cancels in ``reading - baseline``.
+  comparison stays fair. Because every reading of a run shares the window's start, to the
+  millisecond (:func:`modelrollout.metrics.queries.window_since`), the start-edge extrapolation
+  error cancels in ``reading - baseline``.
 * Counts that must not go down (trials, successes, counts, units, sums of squares, denominators)
   and do, relative to the stratum's baseline or to the last reading, by more than ``1 + 1 %`` of
   the earlier value are a counter reset the query did not absorb: the metric is Unknown for the
