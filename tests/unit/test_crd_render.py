@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 import yaml
@@ -91,6 +92,21 @@ def test_rendering_is_deterministic_and_parses() -> None:
     assert text == render_crd()
     assert text.startswith(HEADER)
     assert yaml.safe_load(text) == crd_document()
+
+
+class _GoYamlLoader(yaml.SafeLoader):
+    """PyYAML reading booleans as Go's YAML 1.1 parser does (kubectl and helm): y and n too."""
+
+    bool_values: ClassVar[dict[str, bool]] = {**yaml.SafeLoader.bool_values, "y": True, "n": False}
+
+
+_GoYamlLoader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:y|Y|n|N)$"), list("yYnN"))
+
+
+def test_kubectl_and_helm_read_the_same_crd() -> None:
+    # The status field `n` was written unquoted: Go's parser made it `false`, and helm install failed.
+    text = render_crd()
+    assert yaml.load(text, Loader=_GoYamlLoader) == crd_document()
 
 
 # --- shape -------------------------------------------------------------------------------------

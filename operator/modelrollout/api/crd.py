@@ -282,8 +282,14 @@ def crd_document() -> dict[str, Any]:
     }
 
 
+#: Plain scalars that Go's YAML 1.1 parser (gopkg.in/yaml.v2, which kubectl and helm read manifests
+#: with through sigs.k8s.io/yaml) takes for booleans but PyYAML does not, so PyYAML would leave them
+#: unquoted: the status field ``n`` became ``false`` and `helm install` rejected the CRD.
+_GO_YAML_BOOLS = frozenset({"y", "Y", "n", "N"})
+
+
 def _str_representer(dumper: Any, value: str) -> Any:
-    style = "|" if "\n" in value else None
+    style = "|" if "\n" in value else "'" if value in _GO_YAML_BOOLS else None
     return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
 
 
