@@ -126,6 +126,8 @@ def test_a_guardrail_breach_at_step_2_rolls_back_in_the_same_tick() -> None:
     )
     assert cond(d.status, ConditionType.ROLLED_BACK) == ("True", "GuardrailBreach")
     assert cond(d.status, ConditionType.SUCCEEDED) == ("False", "GuardrailBreach")
+    assert cond(d.status, ConditionType.STALLED) == ("True", "GuardrailBreach")  # kstatus: Failed
+    assert all(cond(p.status, ConditionType.STALLED) == ("False", "NotStalled") for p in exp.decisions[:-1])
     assert [(e.type, e.reason) for e in d.events] == [(EventType.WARNING, "GuardrailBreach")]
     assert d.numbers["v2.errors.pValue"] < 0.05
     assert "errors" in d.message

@@ -89,6 +89,7 @@ class ConditionType(StrEnum):
     INVALID_SPEC = "InvalidSpec"
     SAMPLE_RATIO_MISMATCH = "SampleRatioMismatch"
     METRICS_UNAVAILABLE = "MetricsUnavailable"
+    STALLED = "Stalled"
 
 
 class ConditionStatus(StrEnum):

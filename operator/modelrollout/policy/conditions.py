@@ -11,6 +11,10 @@ Conventions (``kubectl wait --for=condition=Succeeded`` works; Argo CD and Flux 
 * **Succeeded**: True once Promoted; False once RolledBack or Failed; Unknown while running.
 * **RolledBack**: True once RolledBack, else False.
 * **InvalidSpec**: True with the field paths and fixes while the spec has errors, else False.
+* **Stalled**: True once the experiment cannot reach its goal without a change by a person: an
+  invalid spec, or RolledBack or Failed; else False. kstatus (Flux's health checks) reads
+  Stalled=True as Failed, so a Kustomization that waits for the experiment fails at once instead
+  of timing out (Ready alone only tells kstatus "in progress").
 * **SampleRatioMismatch** and **MetricsUnavailable**: True while the hold lasts, as of the last
   tick that looked at the metrics; a finished experiment keeps the values of its last analysis (a
   rollback for an outage stays explained).
@@ -138,3 +142,11 @@ def refresh(ctx: Tick, status: ModelExperimentStatus, flags: Flags, last: Outcom
         put(ConditionType.ROLLED_BACK, T, finish_reason, finish_message)
     else:
         put(ConditionType.ROLLED_BACK, F, "NotRolledBack", "")
+
+    # Stalled (kstatus: Failed)
+    if flags.invalid_spec is not None:
+        put(ConditionType.STALLED, T, "InvalidSpec", flags.invalid_spec)
+    elif phase in (Phase.ROLLED_BACK, Phase.FAILED):
+        put(ConditionType.STALLED, T, finish_reason, finish_message)
+    else:
+        put(ConditionType.STALLED, F, "NotStalled", "")
