@@ -9,6 +9,7 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 (
   cd "$root"
+  export SETUP_WITHOUT_HELM=1  # helm is only for the chart's tests
   # shellcheck source=tools/setup.sh
   source tools/setup.sh
 ) >&2

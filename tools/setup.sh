@@ -20,5 +20,11 @@ python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e '.[test]'
 
-step "control plane binaries (cold build takes a while; cached afterwards)"
-.venv/bin/modelrollout localenv build
+# The demo needs no helm (only the chart's tests do): tools/demo.sh sets SETUP_WITHOUT_HELM=1.
+if [ "${SETUP_WITHOUT_HELM:-0}" = 1 ]; then
+  step "control plane binaries (cold build takes a while; cached afterwards)"
+  .venv/bin/modelrollout localenv build --no-helm
+else
+  step "control plane binaries and helm (cold build takes a while; cached afterwards)"
+  .venv/bin/modelrollout localenv build
+fi

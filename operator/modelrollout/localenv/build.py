@@ -1,10 +1,12 @@
-"""Build (or find) kube-apiserver, kube-controller-manager and etcd from their Go modules.
+"""Build (or find) kube-apiserver, kube-controller-manager, etcd and helm from their Go modules.
 
-The wrapper modules ``tools/kubebin`` and ``tools/etcdbin`` pin the versions (``go.mod``) and
-the checksums (``go.sum``). Binaries are cached by version under
-``<cache>/modelrollout/bin/<component>-<version>/`` with a stamp holding a fingerprint of the
-wrapper module, and the Go module and build caches live beside them in ``<cache>/modelrollout/go``,
-so a second run, or a second checkout, is warm.
+The wrapper modules ``tools/kubebin``, ``tools/etcdbin`` and ``tools/helmbin`` pin the versions
+(``go.mod``) and the checksums (``go.sum``). helm is used only by the tests of the Helm chart
+(``charts/modelrollout``), so it is located on its own (:func:`locate_helm`).
+
+Binaries are cached by version under ``<cache>/modelrollout/bin/<component>-<version>/`` with a
+stamp holding a fingerprint of the wrapper module, and the Go module and build caches live beside
+them in ``<cache>/modelrollout/go``, so a second run, or a second checkout, is warm.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ def _stderr(message: str) -> None:
 class Component:
     """A wrapper Go module and the binaries built from it."""
 
-    name: str                       # cache directory prefix: "kubernetes" or "etcd"
+    name: str                       # cache directory prefix: "kubernetes", "etcd" or "helm"
     tool_dir: str                   # folder under tools/
     module: str                     # the module whose version names the build
     binaries: tuple[tuple[str, str], ...]  # (binary name, Go package)
@@ -82,6 +84,8 @@ class Component:
                 ]
         elif self.name == "etcd":
             flags.append(f"-X go.etcd.io/etcd/api/v3/version.GitSHA=module-{version}")
+        elif self.name == "helm":
+            flags += helm_ldflags(version, required_version(self.module_dir() / "go.mod", "k8s.io/client-go"))
         return " ".join(flags)
 
 
@@ -101,7 +105,27 @@ ETCD = Component(
     module="go.etcd.io/etcd/server/v3",
     binaries=(("etcd", "go.etcd.io/etcd/server/v3"),),
 )
-COMPONENTS = (ETCD, KUBERNETES)
+HELM = Component(
+    name="helm",
+    tool_dir="helmbin",
+    module="helm.sh/helm/v3",
+    binaries=(("helm", "helm.sh/helm/v3/cmd/helm"),),
+)
+COMPONENTS = (ETCD, KUBERNETES)  # the control plane: what locate() needs
+TOOLS = (HELM,)                   # built beside it, located on their own
+
+
+def helm_ldflags(version: str, client_go_version: str) -> list[str]:
+    """The ``-X`` flags of helm's own Makefile: its version, and the Kubernetes version that
+    ``helm template`` and ``helm lint`` assume (client-go v0.X.Y is Kubernetes 1.X)."""
+    parts = re.findall(r"\d+", client_go_version)
+    major, minor = (str(int(parts[0]) + 1), parts[1]) if len(parts) >= 2 else ("", "")
+    flags = [f"-X helm.sh/helm/v3/internal/version.version={version}",
+             "-X helm.sh/helm/v3/internal/version.gitTreeState=archive"]
+    if major:
+        for pkg in ("helm.sh/helm/v3/pkg/lint/rules", "helm.sh/helm/v3/pkg/chartutil"):
+            flags += [f"-X {pkg}.k8sVersionMajor={major}", f"-X {pkg}.k8sVersionMinor={minor}"]
+    return flags
 
 
 def required_version(go_mod: Path, module: str) -> str:
@@ -215,6 +239,24 @@ def locate() -> Binaries | None:
         kube_apiserver=kube_hit[0] / "kube-apiserver",
         kube_controller_manager=kcm if os.access(kcm, os.X_OK) else None,
         versions={"etcd": etcd_hit[1], "kubernetes": kube_hit[1]},
+    )
+
+
+def locate_helm() -> Path | None:
+    """``$MODELROLLOUT_LOCALENV_BIN_DIR/helm`` if it is there, else the cached build, or None."""
+    explicit = os.environ.get(BIN_DIR_ENV)
+    if explicit and os.access(Path(explicit) / "helm", os.X_OK):
+        return Path(explicit) / "helm"
+    hit = _locate_one(HELM, ["helm"])
+    return hit[0] / "helm" if hit is not None else None
+
+
+def helm_missing_message() -> str:
+    """One line saying that helm is missing and how to get it."""
+    return (
+        f"helm is not built yet (cache: {cache_root() / 'bin'}): run `modelrollout localenv build` "
+        "(needs Go >= 1.26; a cold build of helm takes a few minutes), or put a helm binary in "
+        f"${BIN_DIR_ENV}"
     )
 
 
@@ -356,9 +398,10 @@ def build_component(component: Component, progress: Progress = _stderr,
 
 
 def build_all(progress: Progress = _stderr, with_controller_manager: bool = True,
-              force: bool = False) -> Binaries:
-    """Build etcd and Kubernetes binaries if they are not cached; return their paths."""
-    for component in COMPONENTS:
+              force: bool = False, with_helm: bool = True) -> Binaries:
+    """Build etcd, Kubernetes and (unless asked not to) helm if they are not cached; return the
+    control plane's paths (helm's is :func:`locate_helm`)."""
+    for component in (*COMPONENTS, *(TOOLS if with_helm else ())):
         build_component(component, progress, with_optional=with_controller_manager, force=force)
     found = locate()
     if found is None:  # pragma: no cover - the builds above just made them

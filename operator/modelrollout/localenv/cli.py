@@ -57,11 +57,13 @@ def cmd_env(args: argparse.Namespace) -> int:
 
 def cmd_build(args: argparse.Namespace) -> int:
     try:
-        binaries = build.build_all(with_controller_manager=not args.no_controller_manager, force=args.force)
+        binaries = build.build_all(with_controller_manager=not args.no_controller_manager, force=args.force,
+                                   with_helm=not args.no_helm)
     except LocalEnvError as exc:
         _err(f"modelrollout localenv build: {exc}")
         return 1
-    for path in (binaries.etcd, binaries.kube_apiserver, binaries.kube_controller_manager):
+    helm = None if args.no_helm else build.locate_helm()
+    for path in (binaries.etcd, binaries.kube_apiserver, binaries.kube_controller_manager, helm):
         if path is not None:
             print(path)
     return 0
@@ -99,10 +101,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p_env.add_argument("--json", action="store_true", help="print the whole state (PIDs, ports, versions)")
     p_env.set_defaults(func=cmd_env)
 
-    p_build = sub.add_parser("build", help="build etcd, kube-apiserver and kube-controller-manager (cached)")
+    p_build = sub.add_parser("build", help="build etcd, kube-apiserver, kube-controller-manager and helm "
+                                           "(cached)")
     p_build.add_argument("--force", action="store_true", help="rebuild even if cached")
     p_build.add_argument("--no-controller-manager", action="store_true",
                          help="skip kube-controller-manager")
+    p_build.add_argument("--no-helm", action="store_true",
+                         help="skip helm (only the tests of the Helm chart use it)")
     p_build.set_defaults(func=cmd_build)
 
 

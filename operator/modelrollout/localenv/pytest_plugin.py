@@ -9,6 +9,7 @@ same message) otherwise. A component that does not start is always an error.
 Fixtures:
 
 ``localenv``            the running :class:`~modelrollout.localenv.env.LocalEnv` (session)
+``helm_binary``         the path of the locally built helm (session; needs no apiserver)
 ``localenv_prometheus`` its Prometheus, started on first use (session)
 ``prometheus``          the same Prometheus, with every scrape target removed after the test
 ``k8s_admin``           a ``kubernetes.client.ApiClient`` as the admin (``system:masters``)
@@ -25,6 +26,7 @@ import secrets
 import shutil
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, NoReturn
 
 import pytest
@@ -57,6 +59,14 @@ def localenv_binaries() -> build.Binaries:
     found = build.locate()
     if found is None:
         unavailable(build.missing_message())
+    return found
+
+
+@pytest.fixture(scope="session")
+def helm_binary() -> Path:
+    found = build.locate_helm()
+    if found is None:
+        unavailable(build.helm_missing_message())
     return found
 
 

@@ -1,0 +1,163 @@
+"""What can be checked of the Dockerfile without a Docker engine (there is none here).
+
+The base image is pinned by a tag, the image runs as a fixed non-root uid (the one the chart's
+securityContext names), its entrypoint is a console script of pyproject.toml, its default command
+parses as ``modelrollout run``, and every file it copies exists and is not left out of the build
+context by .dockerignore.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import shlex
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from modelrollout.cli import build_parser
+
+pytestmark = pytest.mark.unit
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCKERFILE = ROOT / "Dockerfile"
+
+
+@dataclass(frozen=True)
+class Instruction:
+    keyword: str
+    argument: str
+
+
+def instructions(text: str) -> list[Instruction]:
+    """The Dockerfile's instructions, with line continuations joined and comments dropped."""
+    out: list[Instruction] = []
+    pending = ""
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not pending and (not line or line.startswith("#")):
+            continue
+        if line.startswith("#"):  # a comment inside a continued instruction
+            continue
+        if line.endswith("\\"):
+            pending += line[:-1].rstrip() + " "
+            continue
+        whole = (pending + line).strip()
+        pending = ""
+        keyword, _, argument = whole.partition(" ")
+        out.append(Instruction(keyword.upper(), argument.strip()))
+    assert not pending, "the Dockerfile ends inside a continued line"
+    return out
+
+
+def exec_form(argument: str) -> list[str]:
+    value = json.loads(argument)
+    assert isinstance(value, list), argument
+    assert all(isinstance(v, str) for v in value), argument
+    return value
+
+
+@pytest.fixture(scope="module")
+def steps() -> list[Instruction]:
+    return instructions(DOCKERFILE.read_text())
+
+
+@pytest.fixture(scope="module")
+def pyproject() -> dict[str, Any]:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def only(steps: list[Instruction], keyword: str) -> Instruction:
+    found = [s for s in steps if s.keyword == keyword]
+    assert len(found) == 1, f"expected one {keyword}, found {len(found)}"
+    return found[0]
+
+
+def test_the_parser_joins_continuations_and_drops_comments() -> None:
+    parsed = instructions("# c\nFROM a:1\nRUN x \\\n  # inner\n  && y\nUSER 5\n")
+    assert parsed == [Instruction("FROM", "a:1"), Instruction("RUN", "x && y"), Instruction("USER", "5")]
+
+
+def test_base_image_is_slim_python_311_pinned_by_tag(steps: list[Instruction]) -> None:
+    image = only(steps, "FROM").argument.split()[0]
+    name, _, tag = image.partition(":")
+    assert name == "python"
+    assert tag.startswith("3.11"), tag
+    assert "slim" in tag, tag
+
+
+def test_runs_as_the_non_root_uid_the_chart_expects(steps: list[Instruction]) -> None:
+    users = [s.argument for s in steps if s.keyword == "USER"]
+    assert users, "no USER: the image would run as root"
+    user, _, group = users[-1].partition(":")
+    # Numeric, so the kubelet can check runAsNonRoot without resolving a name.
+    assert user.isdigit(), users[-1]
+    assert int(user) != 0
+    assert group == "" or int(group) != 0
+    values = yaml.safe_load((ROOT / "charts" / "modelrollout" / "values.yaml").read_text())
+    assert values["podSecurityContext"]["runAsUser"] == int(user)
+    assert values["podSecurityContext"]["runAsNonRoot"] is True
+    # The user is created before it is used.
+    creates = " ".join(s.argument for s in steps if s.keyword == "RUN")
+    assert f"--uid {user}" in creates
+
+
+def test_entrypoint_is_a_console_script_and_the_default_command_is_run(
+    steps: list[Instruction], pyproject: dict[str, Any]
+) -> None:
+    entrypoint = exec_form(only(steps, "ENTRYPOINT").argument)
+    command = exec_form(only(steps, "CMD").argument)
+    scripts = pyproject["project"]["scripts"]
+    assert entrypoint[0] in scripts
+    assert scripts[entrypoint[0]] == "modelrollout.cli:main"
+    args = build_parser().parse_args([*entrypoint[1:], *command])
+    assert args.command == "run"
+    assert args.all_namespaces is True
+
+
+def copied_sources(steps: list[Instruction]) -> list[str]:
+    sources: list[str] = []
+    for step in steps:
+        if step.keyword != "COPY":
+            continue
+        words = [w for w in shlex.split(step.argument) if not w.startswith("--")]
+        assert len(words) >= 2, step
+        sources += words[:-1]
+    return sources
+
+
+def ignored(path: str, patterns: list[str]) -> bool:
+    """Whether .dockerignore leaves ``path`` out (the last matching pattern wins)."""
+    result = False
+    for pattern in patterns:
+        negated = pattern.startswith("!")
+        bare = pattern.removeprefix("!").rstrip("/")
+        if fnmatch.fnmatch(path, bare) or path.startswith(bare + "/"):
+            result = not negated
+    return result
+
+
+def test_copied_files_exist_and_are_in_the_build_context(
+    steps: list[Instruction], pyproject: dict[str, Any]
+) -> None:
+    sources = [s.rstrip("/") for s in copied_sources(steps)]
+    assert sources
+    for source in sources:
+        assert (ROOT / source).exists(), f"COPY {source}: no such file in the checkout"
+    lines = (ROOT / ".dockerignore").read_text().splitlines()
+    patterns = [p.strip() for p in lines if p.strip() and not p.startswith("#")]
+    for source in sources:
+        assert not ignored(source, patterns), f"COPY {source}: left out of the context by .dockerignore"
+    assert ignored(".venv", patterns)
+    # `pip install .` needs the metadata, the readme it names and the package folder.
+    assert "pyproject.toml" in sources
+    assert pyproject["project"]["readme"] in sources
+    for folder in pyproject["tool"]["setuptools"]["packages"]["find"]["where"]:
+        assert folder in sources
+    installs = [s.argument for s in steps if s.keyword == "RUN" and "pip install" in s.argument]
+    assert installs
+    assert all("pip install ." in a for a in installs)
