@@ -30,7 +30,7 @@ from kubernetes import client, config
 from pydantic import ValidationError
 
 from modelrollout.api.spec import ModelExperimentSpec
-from modelrollout.api.status import ModelExperimentStatus, Phase
+from modelrollout.api.status import ConditionStatus, ConditionType, ModelExperimentStatus, Phase
 from modelrollout.api.types import parse_duration
 from modelrollout.kube import (
     StatusConflictError,
@@ -130,7 +130,7 @@ def tick(body: kopf.Body, memo: kopf.Memo, logger: Any, *, force: bool) -> None:
         try:
             spec = ModelExperimentSpec.model_validate(body.get("spec") or {})
         except ValidationError as exc:
-            kopf.warn(body, reason="InvalidSpec", message=f"the spec does not validate: {exc}")
+            report_unparsable_spec(body, exc, now)
             return
         interval = parse_duration(spec.rollout.interval)
         if not force and state.last_tick is not None and now - state.last_tick < interval - timedelta(
@@ -141,6 +141,68 @@ def tick(body: kopf.Body, memo: kopf.Memo, logger: Any, *, force: bool) -> None:
         run_tick(body, spec, state, now, logger)
     finally:
         state.lock.release()
+
+
+def validation_messages(exc: ValidationError) -> str:
+    """Each error of ``exc`` as ``spec.<field path>: <message>``, joined by ``; ``.
+
+    A rule of the CRD's CEL checked by the models reports on the object that holds it, with the
+    field in its message (``.steps: ...``); that field joins the path.
+    """
+    parts: list[str] = []
+    for error in exc.errors():
+        path = "spec" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error["loc"])
+        message = str(error["msg"]).removeprefix("Value error, ")
+        parts.append(path + message if message.startswith(".") else f"{path}: {message}")
+    return "; ".join(parts)
+
+
+def unparsable_spec_status(
+    old: Mapping[str, Any], message: str, generation: int | None, now: datetime
+) -> ModelExperimentStatus | None:
+    """The status of an experiment whose spec the models reject, or None when it already says so.
+
+    InvalidSpec, Ready=False and Stalled carry the errors, with ``observedGeneration``, so that
+    ``kubectl get``, Argo CD and Flux show why nothing happens; phase, steps and history are kept.
+    """
+    try:
+        status = ModelExperimentStatus.model_validate(dict(old))
+    except ValidationError:
+        status = ModelExperimentStatus()
+    current = status.condition(ConditionType.INVALID_SPEC)
+    if (
+        current is not None
+        and current.status is ConditionStatus.TRUE
+        and current.message == message
+        and status.observed_generation == generation
+    ):
+        return None
+    status.observed_generation = generation
+    for type_, value in (
+        (ConditionType.INVALID_SPEC, ConditionStatus.TRUE),
+        (ConditionType.READY, ConditionStatus.FALSE),
+        (ConditionType.STALLED, ConditionStatus.TRUE),
+    ):
+        status.set_condition(type_, value, "InvalidSpec", message, now=now, generation=generation)
+    return status
+
+
+def report_unparsable_spec(body: kopf.Body, exc: ValidationError, now: datetime) -> None:
+    """A spec that passed the CRD's schema but not the models (an older CRD than the operator):
+    the status and one Warning Event say which fields and why; no tick runs, so traffic stays."""
+    metadata = body.get("metadata") or {}
+    old = dict(body.get("status") or {})
+    message = validation_messages(exc)
+    status = unparsable_spec_status(old, message, metadata.get("generation"), now)
+    if status is None:
+        return  # already reported for this generation
+    new = status.model_dump(by_alias=True, mode="json", exclude_none=True)
+    try:
+        patch_status(clients().custom, metadata["namespace"], metadata["name"], with_removed_keys(new, old),
+                     metadata.get("resourceVersion"))
+    except StatusConflictError as exc409:
+        raise kopf.TemporaryError(str(exc409), delay=1) from exc409
+    kopf.warn(body, reason="InvalidSpec", message=f"the spec does not validate: {message}")
 
 
 def _annotations(body: Mapping[str, Any]) -> dict[str, str]:
