@@ -29,7 +29,7 @@ import kopf
 from kubernetes import client, config
 from pydantic import ValidationError
 
-from modelrollout.api.spec import ModelExperimentSpec
+from modelrollout.api.spec import ModelExperimentSpec, Notification
 from modelrollout.api.status import ConditionStatus, ConditionType, ModelExperimentStatus, Phase
 from modelrollout.api.types import parse_duration
 from modelrollout.kube import (
@@ -40,9 +40,10 @@ from modelrollout.kube import (
     traffic_target,
     with_removed_keys,
 )
-from modelrollout.metrics.credentials import Credentials, read_credentials
+from modelrollout.metrics.credentials import Credentials, read_credentials, read_key
 from modelrollout.metrics.prometheus import PrometheusProvider
 from modelrollout.metrics.queries import build_query_set, window_since
+from modelrollout.notifications import ExperimentRef, deliver
 from modelrollout.observations import Observations, SpecError, Unknown
 from modelrollout.policy import decide, record_achieved
 from modelrollout.policy.decision import Decision
@@ -325,6 +326,8 @@ def run_tick(
         raise kopf.TemporaryError(str(exc), delay=1) from exc
     for event in decision.events:
         kopf.event(body, type=event.type.value, reason=event.reason, message=event.message)
+    if spec.notifications:
+        notify(body, spec, status, decision.status)
     logger.info(
         "tick",
         extra={
@@ -336,6 +339,47 @@ def run_tick(
         },
     )
     return decision
+
+
+def _sink_url(namespace: str, sink: Notification) -> tuple[str | None, str | None]:
+    """A sink's URL, or why there is none (its Secret or key is missing or unreadable)."""
+    if sink.url is not None:
+        return str(sink.url), None
+    ref = sink.url_secret_ref
+    if ref is None:  # the schema requires one of the two
+        return None, "neither url nor urlSecretRef is set"
+    raw = read_key(clients().core, "Secret", namespace, ref, f"spec.notifications[{sink.name}].urlSecretRef")
+    if isinstance(raw, SpecError):
+        return None, f"{raw.path}: {raw.message}"
+    if isinstance(raw, Unknown):
+        return None, raw.reason
+    url = raw.decode(errors="replace").strip()
+    if not url.startswith(("http://", "https://")):
+        return None, f"the key {ref.key} of Secret {namespace}/{ref.name} does not hold an http(s) URL"
+    return url, None
+
+
+def notify(
+    body: kopf.Body, spec: ModelExperimentSpec, old: ModelExperimentStatus, new: ModelExperimentStatus
+) -> None:
+    """Tell the notification sinks the phase changes they have not had, after the status is stored
+    (see :mod:`modelrollout.notifications`), and store what they have been told."""
+    metadata = body.get("metadata") or {}
+    namespace, name = metadata["namespace"], metadata["name"]
+    ref = ExperimentRef(namespace, name, str(metadata.get("uid") or ""))
+    outcome = deliver(spec, old, new, ref, lambda sink: _sink_url(namespace, sink))
+    if outcome.changed:
+        marks = {
+            k: v.model_dump(by_alias=True, mode="json", exclude_none=True) for k, v in outcome.states.items()
+        }
+        for mark in marks.values():
+            mark.setdefault("lastError", None)  # a merge patch removes a cleared error
+        try:
+            patch_status(clients().custom, namespace, name, {"notifications": marks}, None)
+        except Exception as exc:  # the marks stay behind: the next tick sends again (at least once)
+            kopf.warn(body, reason="NotificationFailed", message=f"could not store what was sent: {exc}")
+    for reason, message in outcome.warnings:
+        kopf.warn(body, reason=reason, message=message)
 
 
 def finalize(body: kopf.Body, logger: Any) -> None:

@@ -79,7 +79,8 @@ namespace) and the Roles (each listed namespace). Each rule names the code that 
   verbs: [get, patch]
 {{- if .Values.rbac.readCredentials }}
 # metrics/credentials.py reads the Secret and ConfigMap keys that spec.metrics.prometheus names
-# (bearerTokenSecretRef, caSecretRef, caConfigMapRef), by name: get, never list or watch.
+# (bearerTokenSecretRef, caSecretRef, caConfigMapRef), and reconcile.py the Secret key of a
+# notification sink's urlSecretRef, by name: get, never list or watch.
 - apiGroups: [""]
   resources: [secrets, configmaps]
   verbs: [get]

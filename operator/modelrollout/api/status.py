@@ -30,7 +30,13 @@ from typing import Annotated, Final
 from pydantic import AfterValidator, AwareDatetime, Field, field_validator
 
 from modelrollout.api._rules import StatusModel, api_config
-from modelrollout.api.spec import MAX_CHALLENGERS, MAX_GUARDRAILS, MAX_SECONDARY_METRICS, MAX_STEPS
+from modelrollout.api.spec import (
+    MAX_CHALLENGERS,
+    MAX_GUARDRAILS,
+    MAX_NOTIFICATIONS,
+    MAX_SECONDARY_METRICS,
+    MAX_STEPS,
+)
 from modelrollout.api.types import DNSLabel
 
 #: Most entries kept in ``status.history``; :meth:`ModelExperimentStatus.record` drops the oldest.
@@ -382,6 +388,18 @@ class HistoryEntry(StatusModel):
     )
 
 
+class NotificationState(StatusModel):
+    """What a notification sink has been told (written by the operator's notifier, not the policy)."""
+
+    delivered_through: Timestamp | None = Field(
+        default=None,
+        description="Time of the last phase change (history entry) delivered or given up on; later "
+        "ones are still to send.",
+    )
+    failures: int = Field(default=0, ge=0, description="Failed attempts at the next phase change to send.")
+    last_error: _Text | None = Field(default=None, description="Why the last attempt failed.")
+
+
 class ModelExperimentStatus(StatusModel):
     """The observed state of a ModelExperiment, written by the operator only."""
 
@@ -411,8 +429,8 @@ class ModelExperimentStatus(StatusModel):
     conditions: list[Condition] = Field(
         default_factory=list,
         max_length=len(ConditionType),
-        description="Ready, Progressing, Succeeded, RolledBack, InvalidSpec, SampleRatioMismatch and "
-        "MetricsUnavailable.",
+        description="Ready, Progressing, Succeeded, RolledBack, InvalidSpec, SampleRatioMismatch, "
+        "MetricsUnavailable and Stalled.",
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
     analysis: AnalysisRecord | None = Field(default=None, description="The latest analysis, per variant.")
@@ -482,6 +500,11 @@ class ModelExperimentStatus(StatusModel):
         default=None,
         description="Time of the last tick the analysis counted; a tick at the same time is a replay "
         "and counts nothing twice (errors, threshold failures).",
+    )
+    notifications: dict[str, NotificationState] = Field(
+        default_factory=dict,
+        max_length=MAX_NOTIFICATIONS,
+        description="Per notification sink (spec.notifications[].name): what it has been told.",
     )
     initial_replicas: int | None = Field(
         default=None,

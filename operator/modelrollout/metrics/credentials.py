@@ -42,7 +42,7 @@ def _status(exc: BaseException) -> int | None:
     return status if isinstance(status, int) else None
 
 
-def _read(
+def read_key(
     core: Any, kind: str, namespace: str, ref: KeySelector, path: str
 ) -> bytes | SpecError | Unknown:
     """The bytes under ``ref.key`` of a Secret or ConfigMap, or what went wrong."""
@@ -139,7 +139,7 @@ def read_credentials(
         wanted.append(("ConfigMap", "caConfigMapRef", prometheus.ca_config_map_ref))
     for kind, name, ref in wanted:
         path = f"{_PREFIX}.{name}"
-        raw = _read(core, kind, namespace, ref, path)
+        raw = read_key(core, kind, namespace, ref, path)
         if isinstance(raw, SpecError):
             errors.append(raw)
             continue

@@ -1,0 +1,103 @@
+"""Phase changes reach the notification sinks, on the real stack: a webhook and a Slack-style sink
+(its URL in a Secret) get every phase change once, in order; a sink that is down gets a Warning
+Event and holds nothing."""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from modelrollout.sim.model_server import ModelConfig
+from modelrollout.sim.world import World, experiment_manifest
+
+pytestmark = pytest.mark.e2e
+
+
+def fast(variant: str, **kwargs: float) -> ModelConfig:
+    return ModelConfig(variant, latency_median_ms=2.0, latency_p99_ms=10.0, seed=7, **kwargs)
+
+
+@pytest.fixture
+def receiver() -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    """An HTTP server on loopback that keeps every POST (path and JSON body)."""
+    got: list[dict[str, Any]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            got.append({"path": self.path, "body": json.loads(body)})
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *_: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}", got
+    server.shutdown()
+    server.server_close()
+
+
+def test_phase_changes_reach_every_sink_once_and_a_dead_sink_holds_nothing(
+    world: World, receiver: tuple[str, list[dict[str, Any]]]
+) -> None:
+    url, got = receiver
+    # Given a better challenger, a webhook, a Slack sink whose URL is in a Secret, and a sink that
+    # nothing listens on
+    world.given_models(fast("v6", click_rate=0.20), fast("v7", click_rate=0.30))
+    world.given_virtual_service()
+    world.given_mesh()
+    world.given_load(rps=300, duration_s=300)
+    world.core.create_namespaced_secret(world.namespace, {
+        "metadata": {"name": "chat-hook"},
+        "data": {"url": base64.b64encode(f"{url}/slack".encode()).decode()},
+    })
+    world.given_operator()
+    manifest = experiment_manifest("ranker-v7", mde=0.25, prometheus_url=world.prometheus.url)
+    manifest["spec"]["notifications"] = [
+        {"name": "hook", "type": "webhook", "url": f"{url}/hook"},
+        {"name": "chat", "type": "slack", "urlSecretRef": {"name": "chat-hook", "key": "url"}},
+        {"name": "dead", "type": "webhook", "url": "http://127.0.0.1:9/nothing-listens"},
+    ]
+    # When the experiment is applied and runs to its end
+    world.when_experiment_applied(manifest)
+    world.then_phase(["Promoted", "RolledBack", "Failed"], timeout=240)
+    # Then it was promoted, the dead sink did not hold it, and said so in a Warning Event
+    assert world.phase() == "Promoted", world.describe()
+    def told_of_promotion(g: dict[str, Any]) -> bool:
+        return g["body"].get("toPhase") == "Promoted" or "→ Promoted (" in g["body"].get("text", "")
+
+    world.wait_for("every sink told of the promotion",
+                   lambda: sum(1 for g in got if told_of_promotion(g)) == 2, timeout=15)
+    hook = [g["body"] for g in got if g["path"] == "/hook"]
+    chat = [g["body"] for g in got if g["path"] == "/slack"]
+    history = world.status()["history"]
+    changes = [h for h in history if h.get("fromPhase") != h["toPhase"]]
+    assert [(b["fromPhase"], b["toPhase"], b["reason"]) for b in hook] == [
+        (h.get("fromPhase"), h["toPhase"], h["reason"]) for h in changes]
+    assert [b["toPhase"] for b in hook] == ["Progressing", "Promoted"]
+    promoted = hook[-1]
+    assert promoted["weights"] == {"v6": 0, "v7": 100}
+    assert promoted["numbers"] == history[-1]["numbers"]
+    assert promoted["experiment"]["name"] == "ranker-v7"
+    assert len({b["id"] for b in hook}) == len(hook)  # each change once
+    assert [b["text"].splitlines()[0] for b in chat] == [
+        f"{world.namespace}/ranker-v7: Pending → Progressing (Started)",
+        f"{world.namespace}/ranker-v7: Progressing → Promoted ({history[-1]['reason']})",
+    ]
+    marks = world.status()["notifications"]
+    assert marks["hook"]["deliveredThrough"] == marks["chat"]["deliveredThrough"]
+    assert marks["dead"]["failures"] >= 1
+    assert "URLError" in marks["dead"]["lastError"]
+    failed = [e for e in world.events() if e["reason"] == "NotificationFailed"]
+    assert failed, world.events()
+    assert failed[0]["type"] == "Warning"
+    assert "spec.notifications[dead] (webhook) could not be told" in failed[0]["message"]
