@@ -212,6 +212,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     namespaces = args.namespace or []
     if not namespaces and not args.all_namespaces:
         raise InvalidInputError("give --namespace NS (repeatable) or --all-namespaces")
+    if args.no_cluster_scan:
+        if args.all_namespaces:
+            raise InvalidInputError("--no-cluster-scan needs the namespaces named: use --namespace NS")
+        from modelrollout import reconcile
+
+        reconcile.CLUSTER_SCAN = False
     log_format = kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.FULL
     kopf.configure(verbose=args.verbose, log_format=log_format, log_refkey="experiment")
     kopf.run(
@@ -228,6 +234,12 @@ def _register_run(sub: Any) -> None:
     p.add_argument("--namespace", "-n", action="append", help="namespace to watch (repeatable)")
     p.add_argument("--all-namespaces", "-A", action="store_true", help="watch every namespace")
     p.add_argument("--liveness", default=None, help="liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
+    p.add_argument(
+        "--no-cluster-scan",
+        action="store_true",
+        help="do not list and watch CRDs and namespaces (kopf's scanning): for a role without those "
+        "cluster-scope rights; needs --namespace",
+    )
     p.add_argument("--verbose", action="store_true")
     p.add_argument(
         "--log-format",

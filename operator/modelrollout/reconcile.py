@@ -87,9 +87,15 @@ def clients() -> Clients:
         return _clients
 
 
+#: Whether kopf lists and watches CRDs and namespaces (``modelrollout run --no-cluster-scan`` turns
+#: it off, for a Role without those cluster-scope rights; the namespaces must then be named).
+CLUSTER_SCAN = True
+
+
 def configure_operator(settings: kopf.OperatorSettings) -> None:
     """kopf settings: no peering, our finalizer name, Events from INFO up, enough workers."""
     settings.peering.standalone = True
+    settings.scanning.disabled = not CLUSTER_SCAN
     settings.persistence.finalizer = FINALIZER
     settings.posting.level = 20  # logging.INFO
     settings.execution.max_workers = 32

@@ -269,6 +269,9 @@ def operator_log(process: ManagedProcess) -> str:
 MODES = {
     "all-namespaces": lambda workloads: {},
     "named-namespaces": lambda workloads: {"watchNamespaces": [workloads]},
+    # No cluster-scope rule at all: the operator runs with --no-cluster-scan.
+    "named-namespaces-without-observers": lambda workloads: {
+        "watchNamespaces": [workloads], "rbac": {"kopfObservers": False}},
 }
 
 
@@ -392,7 +395,10 @@ def check_denied(api: Any, home: str, workloads: str, mode: str) -> None:
         ("get", "customresourcedefinitions", None, "apiextensions.k8s.io", None),
         ("delete", "customresourcedefinitions", None, "apiextensions.k8s.io", None),
     ]
-    if mode == "named-namespaces":
+    if mode == "named-namespaces-without-observers":
+        denied += [("list", "customresourcedefinitions", None, "apiextensions.k8s.io", None),
+                   ("watch", "namespaces", None, "", None)]
+    if mode.startswith("named-namespaces"):
         # Only the watched namespace: nothing in its own namespace, kube-system or at cluster scope.
         for other in (home, "kube-system"):
             denied += [("get", "secrets", other, "", None), ("patch", "deployments", other, "apps", None),

@@ -184,6 +184,8 @@ def test_options_drop_rules_and_change_args(helm_binary: Path) -> None:
     scoped = helm.template(helm_binary, CHART, values={"watchNamespaces": ["a"],
                                                        "rbac": {"kopfObservers": False}})
     assert sorted(o["kind"] for o in scoped) == ["Deployment", "Role", "RoleBinding", "ServiceAccount"]
+    assert container(scoped)["args"][-1] == "--no-cluster-scan"  # no cluster-scope rights: no scanning
+    assert "--no-cluster-scan" not in container(minimal)["args"]  # cluster-wide kopf must scan
     no_rbac = helm.template(helm_binary, CHART, values={
         "rbac": {"create": False}, "serviceAccount": {"create": False, "name": "ops-sa"}})
     assert sorted(o["kind"] for o in no_rbac) == ["Deployment"]

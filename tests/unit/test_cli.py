@@ -261,3 +261,10 @@ def test_simulate_json_contract(capsys: pytest.CaptureFixture[str]) -> None:
         assert key in out
     assert out["planned_n_per_variant"] == 9257
     assert 0.0 <= out["reject_rate"] <= 0.15
+
+
+def test_run_refuses_no_cluster_scan_without_named_namespaces(capsys: pytest.CaptureFixture[str]) -> None:
+    # Cluster-wide, kopf must scan namespaces; refused before kopf starts.
+    assert main(["run", "--all-namespaces", "--no-cluster-scan"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "modelrollout run: error: --no-cluster-scan needs the namespaces named: use --namespace NS")
