@@ -200,6 +200,15 @@ def test_explain_says_promoted_with_the_lift_and_the_sample(promoted: Run) -> No
     assert "\n" not in text
 
 
+def test_explain_shows_a_fractional_n_as_a_whole_count(promoted: Run) -> None:
+    # increase() extrapolates, so Prometheus's counts are not whole; a count is still shown as one.
+    obj = copy.deepcopy(promoted.obj)
+    obj["status"]["analysis"]["variants"]["v2"]["primary"]["n"] = 297.4
+    text = explain(obj)
+    assert "n = 297 of a planned" in text
+    assert "297.4" not in text
+
+
 def test_guardrail_rollback_report(rolled_back: Run, rolled_back_report: ReportFiles) -> None:
     text = assert_valid_report(rolled_back_report)
     entry = deciding(rolled_back.obj)

@@ -597,7 +597,7 @@ class _Pass:
                     Rule.HOLD,
                     "WaitingForPlan",
                     "Waiting for the champion's value to plan the sample size "
-                    f"({fmt(run_n, 6)} samples so far).",
+                    f"({round(run_n):,} samples so far).",
                     numbers,
                 )
             if run_n < target:

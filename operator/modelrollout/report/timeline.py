@@ -179,7 +179,8 @@ def _effect_words(data: ExperimentData, challenger: str, variant: VariantAnalysi
         words += f", p = {format_number(result.p_value)}"
     planned = result.planned_n
     if result.n is not None:
-        words += f", on n = {format_number(result.n)}"
+        # increase() extrapolates, so n is not whole; a count is shown as one
+        words += f", on n = {format_number(round(result.n)) if math.isfinite(result.n) else 'n/a'}"
         if planned:
             words += f" of a planned {format_number(planned)} per variant ({100 * result.n / planned:.0f} %)"
     return words + f"; verdict {variant.decision.value}"
