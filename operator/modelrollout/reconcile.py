@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+from collections import OrderedDict
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -29,7 +30,7 @@ import kopf
 from kubernetes import client, config
 from pydantic import ValidationError
 
-from modelrollout.api.spec import ModelExperimentSpec, Notification
+from modelrollout.api.spec import ModelExperimentSpec, Notification, Prometheus
 from modelrollout.api.status import ConditionStatus, ConditionType, ModelExperimentStatus, Phase
 from modelrollout.api.types import parse_duration
 from modelrollout.kube import (
@@ -98,7 +99,7 @@ def configure_operator(settings: kopf.OperatorSettings) -> None:
     settings.scanning.disabled = not CLUSTER_SCAN
     settings.persistence.finalizer = FINALIZER
     settings.posting.level = 20  # logging.INFO
-    settings.execution.max_workers = 32
+    settings.execution.max_workers = MAX_WORKERS
     settings.watching.server_timeout = 300
     clients()
 
@@ -110,8 +111,6 @@ class _ObjectMemo:
     lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
     last_tick: datetime | None = None
     checked_generation: int | None = None
-    provider: PrometheusProvider | None = None
-    provider_key: tuple[Any, ...] | None = None
 
 
 def _object_memo(memo: kopf.Memo) -> _ObjectMemo:
@@ -217,20 +216,46 @@ def _annotations(body: Mapping[str, Any]) -> dict[str, str]:
     return {k: str(v) for k, v in annotations.items() if k.startswith(ANNOTATION_PREFIX)}
 
 
-def _provider(spec: ModelExperimentSpec, namespace: str, state: _ObjectMemo) -> PrometheusProvider | list[
+#: The workers that run ticks (kopf's thread pool for sync handlers), and so the most queries one
+#: Prometheus can get from this operator at once.
+MAX_WORKERS = 32
+#: Distinct Prometheus configurations (address, timeout, credentials) whose providers are kept.
+MAX_PROVIDERS = 64
+_providers: OrderedDict[tuple[Any, ...], PrometheusProvider] = OrderedDict()
+_providers_lock = threading.Lock()
+
+
+def shared_provider(prometheus: Prometheus, credentials: Credentials) -> PrometheusProvider:
+    """The provider of this Prometheus configuration, shared by every experiment that uses it.
+
+    One per experiment kept one open connection per experiment: Prometheus serves 512 at once by
+    default (``--web.max-connections``), so past about 500 experiments every tick of the others
+    waited for its timeout and read as an outage (``bench/operator_scale.py``). Shared, the
+    connections to one Prometheus are bounded by the workers. The least recently used
+    configuration is closed past :data:`MAX_PROVIDERS` (rotated credentials leave old ones).
+    """
+    key = (prometheus.address, prometheus.timeout, credentials.bearer_token, credentials.ca_pem)
+    with _providers_lock:
+        found = _providers.get(key)
+        if found is not None:
+            _providers.move_to_end(key)
+            return found
+        provider = PrometheusProvider.from_spec(prometheus, credentials, pool_size=MAX_WORKERS)
+        _providers[key] = provider
+        while len(_providers) > MAX_PROVIDERS:
+            _, oldest = _providers.popitem(last=False)
+            oldest.close()
+        return provider
+
+
+def _provider(spec: ModelExperimentSpec, namespace: str) -> PrometheusProvider | list[
     SpecError
 ] | Unknown:
     prometheus = spec.metrics.prometheus
     credentials = read_credentials(clients().core, namespace, prometheus)
     if not isinstance(credentials, Credentials):
         return credentials
-    key = (prometheus.address, prometheus.timeout, credentials.bearer_token, credentials.ca_pem)
-    if state.provider is None or state.provider_key != key:
-        if state.provider is not None:
-            state.provider.close()
-        state.provider = PrometheusProvider.from_spec(prometheus, credentials)
-        state.provider_key = key
-    return state.provider
+    return shared_provider(prometheus, credentials)
 
 
 def observe(
@@ -249,7 +274,7 @@ def observe(
     if state.checked_generation != generation:
         c = clients()
         errors += check_references(spec, namespace, core=c.core, apps=c.apps, custom=c.custom, router=router)
-    provider = _provider(spec, namespace, state)
+    provider = _provider(spec, namespace)
     metrics: dict[str, Any] = {}
     shadow: dict[str, Any] = {}
     if isinstance(provider, list):

@@ -57,6 +57,7 @@ from typing import Any, Final, Literal
 import requests
 from prometheus_api_client import PrometheusConnect
 from prometheus_api_client.exceptions import PrometheusApiClientException
+from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from modelrollout.api.spec import Prometheus
@@ -155,6 +156,7 @@ class PrometheusProvider:
         bearer_token: str | None = None,
         ca_pem: str | None = None,
         max_concurrency: int = DEFAULT_CONCURRENCY,
+        pool_size: int = 10,
     ) -> None:
         if not isinstance(address, str) or not address.startswith(("http://", "https://")):
             raise InvalidInputError(f"address must be an http:// or https:// URL, got {address!r}")
@@ -182,6 +184,9 @@ class PrometheusProvider:
         self._client = PrometheusConnect(
             url=self.address, headers=self._headers, retry=retry, session=self._session, timeout=self.timeout
         )
+        # One provider may serve many experiments from many worker threads at once: keep as many
+        # connections as there are threads (requests' default pool keeps 10 and discards the rest).
+        self._session.mount(self.address, HTTPAdapter(max_retries=retry, pool_maxsize=max(1, pool_size)))
         self._format_query_supported = True
 
     @classmethod
