@@ -3,9 +3,13 @@ and a closing summary of the wall time spent in each tier (unit, integration, e2
 
 from __future__ import annotations
 
+import json
+import threading
 import time
 from collections import defaultdict
-from collections.abc import Generator
+from collections.abc import Generator, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import pytest
 
@@ -41,3 +45,29 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
             terminalreporter.write_line(
                 f"{tier:<12} {_tier_counts[tier]:>5} tests  {seconds:8.1f} s  ({seconds / 60:.1f} min)"
             )
+
+
+@pytest.fixture
+def json_receiver() -> Iterator[tuple[str, list[dict[str, Any]], list[int]]]:
+    """An HTTP server on loopback that keeps every POST (path, content type, JSON body) and answers
+    with the codes queued in the third item (200 when none): a notification sink for the tests."""
+    got: list[dict[str, Any]] = []
+    answers: list[int] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            length = int(self.headers["Content-Length"])
+            got.append({"path": self.path, "type": self.headers["Content-Type"],
+                        "body": json.loads(self.rfile.read(length))})
+            self.send_response(answers.pop(0) if answers else 200)
+            self.end_headers()
+
+        def log_message(self, *_: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}", got, answers
+    server.shutdown()
+    server.server_close()

@@ -5,10 +5,6 @@ Event and holds nothing."""
 from __future__ import annotations
 
 import base64
-import json
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -23,33 +19,10 @@ def fast(variant: str, **kwargs: float) -> ModelConfig:
     return ModelConfig(variant, latency_median_ms=2.0, latency_p99_ms=10.0, seed=7, **kwargs)
 
 
-@pytest.fixture
-def receiver() -> Iterator[tuple[str, list[dict[str, Any]]]]:
-    """An HTTP server on loopback that keeps every POST (path and JSON body)."""
-    got: list[dict[str, Any]] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            got.append({"path": self.path, "body": json.loads(body)})
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *_: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}", got
-    server.shutdown()
-    server.server_close()
-
-
 def test_phase_changes_reach_every_sink_once_and_a_dead_sink_holds_nothing(
-    world: World, receiver: tuple[str, list[dict[str, Any]]]
+    world: World, json_receiver: tuple[str, list[dict[str, Any]], list[int]]
 ) -> None:
-    url, got = receiver
+    url, got, _ = json_receiver
     # Given a better challenger, a webhook, a Slack sink whose URL is in a Secret, and a sink that
     # nothing listens on
     world.given_models(fast("v6", click_rate=0.20), fast("v7", click_rate=0.30))

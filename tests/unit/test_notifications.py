@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -190,35 +188,10 @@ def test_a_sink_without_a_url_fails_with_the_reason() -> None:
 # --- post_json against a real HTTP server on loopback ---------------------------------------------
 
 
-@pytest.fixture
-def receiver() -> Iterator[tuple[str, list[dict[str, Any]], list[int]]]:
-    got: list[dict[str, Any]] = []
-    answers: list[int] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            length = int(self.headers["Content-Length"])
-            got.append({"path": self.path, "type": self.headers["Content-Type"],
-                        "body": json.loads(self.rfile.read(length))})
-            code = answers.pop(0) if answers else 200
-            self.send_response(code)
-            self.end_headers()
-
-        def log_message(self, *_: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}", got, answers
-    server.shutdown()
-    server.server_close()
-
-
 def test_post_json_sends_json_and_reads_the_answer(
-    receiver: tuple[str, list[dict[str, Any]], list[int]],
+    json_receiver: tuple[str, list[dict[str, Any]], list[int]],
 ) -> None:
-    url, got, answers = receiver
+    url, got, answers = json_receiver
     assert post_json(f"{url}/hook", {"a": 1}) is None
     assert got == [{"path": "/hook", "type": "application/json", "body": {"a": 1}}]
     answers.append(500)
