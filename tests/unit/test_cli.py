@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 
@@ -76,6 +77,19 @@ def test_plan_mean_metric(capsys: pytest.CaptureFixture[str]) -> None:
     )
     oracle = TTestIndPower().solve_power(effect_size=0.5 / 4, alpha=0.05, power=0.8, ratio=1.0)
     assert out["sample_size_per_variant"] == int(-(-oracle // 1))
+
+
+def test_plan_mean_metric_where_scipy_nct_cdf_is_nan(capsys: pytest.CaptureFixture[str]) -> None:
+    # This plan used to exit 1 with a traceback: scipy >= 1.15 returns NaN from nct.cdf in the
+    # lower tail Brent's method passes through. statsmodels' TTestIndPower gives 315.75.
+    from statsmodels.stats.power import TTestIndPower
+
+    argv = ["plan", "--metric", "mean", "--baseline-mean", "10", "--baseline-sd", "1", "--mde", "0.030781"]
+    out = run_json(capsys, *argv, "--alpha", "0.01", "--power", "0.9")
+    oracle = float(TTestIndPower().solve_power(effect_size=0.30781, alpha=0.01, power=0.9, ratio=1.0))
+    assert oracle == pytest.approx(315.75, abs=0.01)
+    assert out["sample_size_per_variant"] == math.ceil(oracle - 1e-9) == 316
+    assert out["total_sample_size"] == 2 * 316
 
 
 @pytest.mark.parametrize(
