@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import subprocess
@@ -9,7 +10,7 @@ import sys
 
 import pytest
 
-from modelrollout.cli import main
+from modelrollout.cli import build_parser, main
 
 pytestmark = pytest.mark.unit
 
@@ -227,6 +228,60 @@ def test_bad_arguments_give_one_line_and_exit_2(
     err = capsys.readouterr().err
     assert needle in err
     assert len(err.strip().splitlines()) == 1, err
+
+
+def _exit_and_stderr(capsys: pytest.CaptureFixture[str], argv: list[str]) -> tuple[int | str | None, str]:
+    try:
+        code: int | str | None = main(argv)
+    except SystemExit as exc:  # argparse exits by itself on usage errors
+        code = exc.code
+    return code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("metric", "option", "value", "other", "needle"),
+    [
+        ("proportion", "--control", "-1/100", "5/100", "must be >= 0"),
+        ("proportion", "--treatment", "-1/100", "5/100", "must be >= 0"),
+        ("proportion", "--control", "-.5/100", "5/100", "must be >= 0"),
+        ("mean", "--control", "-5,1,1", "5,1,1", "control n must be >= 2"),
+    ],
+)
+def test_negative_looking_value_gets_the_same_message_with_a_space_or_an_equals_sign(
+    capsys: pytest.CaptureFixture[str], metric: str, option: str, value: str, other: str, needle: str
+) -> None:
+    # argparse took "-1/100" after a space for an option ("expected one argument"); both spellings
+    # must reach the check of the value itself.
+    rest = "--treatment" if option == "--control" else "--control"
+    base = ["analyze", "--metric", metric, rest, other]
+    spaced = _exit_and_stderr(capsys, [*base, option, value])
+    joined = _exit_and_stderr(capsys, [*base, f"{option}={value}"])
+    assert spaced == joined
+    code, err = spaced
+    assert code == 2
+    assert needle in err
+    assert "expected one argument" not in err
+    assert len(err.strip().splitlines()) == 1, err
+
+
+def _all_parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    found = [parser]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                found += _all_parsers(sub)
+    return found
+
+
+def test_no_option_looks_like_a_negative_number() -> None:
+    # Values starting "-<digit>" or "-.<digit>" are read as values (cli._Parser); an option spelt
+    # like that would be shadowed.
+    parsers = _all_parsers(build_parser())
+    assert len(parsers) > 5
+    for parser in parsers:
+        for action in parser._actions:
+            for option in action.option_strings:
+                assert not parser._negative_number_matcher.match(option), (parser.prog, option)
 
 
 def test_console_script_and_kubectl_plugin_name_run() -> None:
