@@ -15,7 +15,7 @@ from scipy import integrate, stats
 
 from modelrollout.errors import InvalidInputError
 from modelrollout.stats import sequential as sq
-from modelrollout.stats.results import Decision, Interval
+from modelrollout.stats.results import ComparisonResult, Decision, Interval
 
 pytestmark = pytest.mark.unit
 
@@ -456,6 +456,47 @@ def test_guardrail_result_freezes_the_fast_scale() -> None:
 
 
 # --- input validation --------------------------------------------------------------------------
+
+
+_CARRYING_STATE = {
+    "sequential_test_proportions": lambda prev: sq.sequential_test_proportions(
+        50, 1000, 60, 1000, tau2=1e-4, previous_max_log_e=prev
+    ),
+    "sequential_test_means": lambda prev: sq.sequential_test_means(
+        100, 5.0, 2.0, 100, 5.5, 2.0, tau2=0.1, previous_max_log_e=prev
+    ),
+    "sequential_noninferiority": lambda prev: sq.sequential_noninferiority(
+        50, 1000, 60, 1000, margin=0.01, tau2=1e-4, previous_max_log_e=prev
+    ),
+    "sequential_noninferiority_means": lambda prev: sq.sequential_noninferiority_means(
+        100, 5.0, 2.0, 100, 5.5, 2.0, margin=0.1, tau2=0.1, previous_max_log_e=prev
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_CARRYING_STATE))
+@pytest.mark.parametrize("carried", [math.inf, -math.inf, math.nan])
+def test_a_non_finite_carried_log_e_max_is_rejected_like_the_srm_test_does(
+    name: str, carried: float
+) -> None:
+    # +inf used to be accepted and latched an always-valid p-value of 0 with no evidence;
+    # srm_sequential already rejected non-finite carried values.
+    with pytest.raises(InvalidInputError, match="previous_max_log_e must be finite"):
+        _CARRYING_STATE[name](carried)
+
+
+def _log_e_max(result: ComparisonResult | sq.GuardrailResult) -> float:
+    if isinstance(result, ComparisonResult):
+        return result.extra["log_e_value_max"]
+    return result.log_e_value_max
+
+
+@pytest.mark.parametrize("name", sorted(_CARRYING_STATE))
+def test_a_finite_carried_log_e_max_is_still_the_running_max(name: str) -> None:
+    log_e = _log_e_max(_CARRYING_STATE[name](None))
+    assert math.isfinite(log_e)
+    assert _log_e_max(_CARRYING_STATE[name](log_e + 5.0)) == log_e + 5.0
+    assert _log_e_max(_CARRYING_STATE[name](log_e - 5.0)) == log_e
 
 
 @pytest.mark.parametrize(

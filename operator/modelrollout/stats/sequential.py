@@ -570,12 +570,16 @@ def proportions_difference(
 
 
 def _previous_log_e(previous_max_log_e: float | None) -> float:
+    """The carried running max of the log e-process; ``None`` (the first look) is -inf.
+
+    A carried value must be finite, as :mod:`modelrollout.stats.srm` requires of its own. A look
+    on valid data returns a finite ``log_e_value_max``, so +inf or -inf comes from a corrupted
+    status, not from evidence; accepting +inf would latch an always-valid p-value of 0 (a
+    decision no data made) for the rest of the experiment.
+    """
     if previous_max_log_e is None:
         return -math.inf
-    v = float(previous_max_log_e)
-    if math.isnan(v):
-        raise InvalidInputError(f"previous_max_log_e must be a number, got {previous_max_log_e!r}")
-    return v
+    return _validate.finite("previous_max_log_e", previous_max_log_e)
 
 
 def _resolve_tau2(
@@ -688,7 +692,8 @@ def sequential_test_proportions(
         is plugged in, which moves ``tau2`` a little from look to look -- pass ``baseline`` or
         ``tau2`` to keep it fixed.
     previous_max_log_e, previous_ci
-        State of the previous look (``result.extra["log_e_value_max"]``, ``result.ci``).
+        State of the previous look (``result.extra["log_e_value_max"]``, ``result.ci``);
+        ``previous_max_log_e`` must be finite.
 
     Returns
     -------
@@ -764,7 +769,7 @@ def sequential_test_means(
         Standard deviation used to tune with ``planned_n_per_variant``; defaults to the pooled
         observed sd (pass it, or ``tau2``, to keep the mixture fixed across looks).
     previous_max_log_e, previous_ci
-        State of the previous look.
+        State of the previous look; ``previous_max_log_e`` must be finite.
 
     Returns
     -------
@@ -967,6 +972,7 @@ def sequential_noninferiority(
         Tuning of the mixture, as in :func:`sequential_test_proportions` (tuned one-sided).
     previous_max_log_e
         ``GuardrailResult.log_e_value_max`` of the previous look: a breach, once found, stays.
+        Must be finite.
     fast_tau2, fast_n
         The fastest scale of the mixture (see :func:`guardrail_scales`): ``fast_tau2`` as given
         (pass ``GuardrailResult.fast_tau2`` back to keep it fixed), else tuned at ``fast_n``
