@@ -2,10 +2,10 @@
 
 A test exporter (prometheus-client, on loopback) serves outcome counters, Istio's standard
 metrics with Istio's labels for two workloads, Envoy cluster statistics and the SDK's shadow
-counters. Prometheus scrapes it every second. The counters start at zero, are raised once, and
-every query is evaluated at the timestamp of a scrape that saw the final values, over a window
-that reaches back before the first scrape: ``increase()`` then has nothing to extrapolate, so
-the expected counts are exact.
+counters. Prometheus scrapes it every second. The counters start at zero and are scraped at zero,
+then are raised once; every reading counts the raw samples from a checkpoint at a scrape of the
+zeros (``counted_since``, with no checkpoint and no anchors in memory) up to a scrape that saw the
+final values, so the expected counts are the values the exporter was raised by, exactly.
 
 Names carry a random token, so the series of other tests in the same Prometheus never match.
 """
@@ -14,15 +14,16 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import math
 import secrets
 import ssl
 import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -39,14 +40,16 @@ from modelrollout.api.status import MetricCounters
 from modelrollout.localenv.certs import make_certificates
 from modelrollout.localenv.prometheus import Prometheus
 from modelrollout.metrics import (
+    DIVERGENCE,
     ISTIO_DURATION_BUCKETS_MS,
+    AnchorMemo,
+    CounterSet,
     Credentials,
     PrometheusProvider,
-    build_query_set,
+    build_counter_set,
     read_credentials,
-    window_since,
 )
-from modelrollout.observations import ShadowCounts, SpecError, Unknown
+from modelrollout.observations import CounterReading, MetricReading, SpecError, Unknown
 
 pytestmark = pytest.mark.integration
 
@@ -76,20 +79,18 @@ class EnvoyStats(Collector):
 
 @dataclass
 class Scraped:
-    """The exporter's final values are in Prometheus: query at ``at``, the window since ``started``."""
+    """The exporter's values are in Prometheus: zeros up to the scrape at ``zeros`` (the first scrape
+    was after ``started``), the final values in the scrape at ``at``."""
 
     url: str
     started: datetime
+    zeros: datetime
     at: datetime
-
-    @property
-    def window(self) -> str:
-        return window_since(self.started, self.at)
 
 
 def _istio(requests: Counter, duration: Histogram, reporter: str, service: str, namespace: str,
            code: str) -> tuple[Any, Any]:
-    labels = (reporter, "loadgen", f"{service}-dep", namespace, service, namespace, "v1", code)
+    labels = (reporter, "loadgen", f"{service}.dep", namespace, service, namespace, "v1", code)
     return requests.labels(*labels), duration.labels(*labels)
 
 
@@ -178,18 +179,25 @@ def _scalar(prometheus: Prometheus, promql: str) -> float | None:
     return float(result[0]["value"][1]) if result else None
 
 
+def _last_scrape(prometheus: Prometheus) -> float:
+    found = _scalar(prometheus, f'timestamp(up{{job="{JOB}"}})')
+    assert found is not None
+    return found
+
+
 @pytest.fixture(scope="module")
 def scraped(localenv_prometheus: Prometheus) -> Iterator[Scraped]:
     prometheus = localenv_prometheus
     registry, reg = _exporter()
     server, thread = start_http_server(0, addr="127.0.0.1", registry=registry)
     try:
-        started = datetime.now(UTC) - timedelta(seconds=2)
+        started = datetime.now(UTC)
         prometheus.set_targets(JOB, [f"127.0.0.1:{server.server_port}"])
         prometheus.wait_for_targets(JOB, 1, up=True)
         prometheus.process.wait_until(
             lambda: (_scalar(prometheus, f'count_over_time(up{{job="{JOB}"}}[5m])') or 0) >= 2, 30,
             "two scrapes of zeros")
+        zeros = _last_scrape(prometheus)  # every sample up to here is 0
         _raise_everything(reg)
         reg["done"].set(1)
         prometheus.process.wait_until(
@@ -197,12 +205,11 @@ def scraped(localenv_prometheus: Prometheus) -> Iterator[Scraped]:
         seen = _scalar(prometheus, f'timestamp(exporter_done{{job="{JOB}"}})')
         assert seen is not None
         # A scrape after the one that first saw "done" has every final value.
-        prometheus.process.wait_until(
-            lambda: (_scalar(prometheus, f'timestamp(up{{job="{JOB}"}})') or 0) > seen, 30, "one more scrape")
-        at = _scalar(prometheus, f'timestamp(up{{job="{JOB}"}})')
-        assert at is not None
+        prometheus.process.wait_until(lambda: _last_scrape(prometheus) > seen, 30, "one more scrape")
+        at = _last_scrape(prometheus)
         prometheus.set_targets(JOB, [])
-        yield Scraped(prometheus.url, started, datetime.fromtimestamp(at, UTC))
+        yield Scraped(prometheus.url, started, datetime.fromtimestamp(zeros, UTC),
+                      datetime.fromtimestamp(at, UTC))
     finally:
         prometheus.set_targets(JOB, [], wait=False)
         server.shutdown()
@@ -213,7 +220,7 @@ def scraped(localenv_prometheus: Prometheus) -> Iterator[Scraped]:
 def spec(*, guardrails: list[dict[str, Any]] | None = None, secondary: list[dict[str, Any]] | None = None,
          primary: dict[str, Any] | None = None, provider: str = "istio", shadow: bool = False,
          address: str = "http://prometheus:9090") -> ModelExperimentSpec:
-    variants = [{"name": name, "service": f"ranker-{name[:2]}", "deployment": f"ranker-{name[:2]}-dep"}
+    variants = [{"name": name, "service": f"ranker-{name[:2]}", "deployment": f"ranker-{name[:2]}.dep"}
                 for name in (V6, V7, V8)]
     traffic: dict[str, Any] = {"provider": provider}
     if provider == "istio":
@@ -228,9 +235,8 @@ def spec(*, guardrails: list[dict[str, Any]] | None = None, secondary: list[dict
             "prometheus": {"address": address, "timeout": "5s"},
             "primary": primary or {
                 "name": "ctr", "type": "proportion", "minimumDetectableEffect": 0.05,
-                "successes": 'sum(increase(clicks_total{model="{{variant}}", namespace="{{namespace}}"}'
-                             '[{{window}}]))',
-                "trials": 'sum(increase(impressions_total{model="{{variant}}"}[{{window}}]))'},
+                "successes": 'clicks_total{model="{{variant}}", namespace="{{namespace}}"}',
+                "trials": 'impressions_total{model="{{variant}}"}'},
             "secondary": secondary or [],
             "guardrails": guardrails or [],
         },
@@ -240,28 +246,51 @@ def spec(*, guardrails: list[dict[str, Any]] | None = None, secondary: list[dict
     return ModelExperimentSpec.model_validate(body)
 
 
-def observe(scraped: Scraped, the_spec: ModelExperimentSpec, variants: tuple[str, ...] = (V6, V7)) -> Any:
+Counted = dict[str, "dict[str, MetricCounters] | Unknown"]
+
+
+def summed(reading: MetricReading) -> dict[str, MetricCounters] | Unknown:
+    """Each variant's increments added up by field, as the status keeps them."""
+    if isinstance(reading, Unknown):
+        return reading
+    assert isinstance(reading, CounterReading)
+    return {variant: MetricCounters(**{attr: math.fsum(i.value for i in increments)
+                                       for attr, increments in counts.fields.items()})
+            for variant, counts in reading.variants.items()}
+
+
+def read(provider: PrometheusProvider, scraped: Scraped, counter_set: CounterSet,
+         since: datetime | None = None) -> Counted:
+    """Every metric counted from the scrape of the zeros (no checkpoint, no anchors) to the final values."""
+    readings = provider.observe(counter_set, scraped.at, checkpoints={},
+                                counted_since=since or scraped.zeros, memo=AnchorMemo())
+    return {name: summed(reading) for name, reading in readings.items()}
+
+
+def observe(scraped: Scraped, the_spec: ModelExperimentSpec, variants: Sequence[str] = (V6, V7)) -> Counted:
     with PrometheusProvider(scraped.url) as provider:
-        return provider.observe(build_query_set(the_spec, NS, scraped.window, variants=variants), scraped.at)
+        return read(provider, scraped, build_counter_set(the_spec, NS, variants=variants))
 
 
-def _increase(counter: str) -> str:
-    return "sum(increase(" + counter + '{model="{{variant}}"}[{{window}}]))'
+def _counter(name: str) -> str:
+    return name + '{model="{{variant}}"}'
+
+
+CTR = {V6: MetricCounters(successes=30, trials=200), V7: MetricCounters(successes=12, trials=100)}
 
 
 # --- readings -----------------------------------------------------------------------------------
 
 
-def test_user_templates_of_every_type(scraped: Scraped) -> None:
-    mean = {"name": "latency", "type": "mean", "count": _increase("obs_count_total"),
-            "sum": _increase("obs_sum_total"), "sumOfSquares": _increase("obs_sq_total")}
+def test_user_selectors_of_every_type(scraped: Scraped) -> None:
+    mean = {"name": "latency", "type": "mean", "count": _counter("obs_count_total"),
+            "sum": _counter("obs_sum_total"), "sumOfSquares": _counter("obs_sq_total")}
     ratio = {"name": "per-user", "type": "ratio", **{
-        field: _increase(f"{counter}_total") for field, counter in (
+        field: _counter(f"{counter}_total") for field, counter in (
             ("units", "units"), ("numerator", "ys"), ("denominator", "xs"), ("numeratorSquares", "yys"),
             ("denominatorSquares", "xxs"), ("crossProducts", "xys"))}}
     readings = observe(scraped, spec(secondary=[mean, ratio]))
-    assert readings["ctr"] == {V6: MetricCounters(successes=30, trials=200),
-                               V7: MetricCounters(successes=12, trials=100)}
+    assert readings["ctr"] == CTR
     assert readings["latency"] == {V6: MetricCounters(count=4, sum=10, sum_of_squares=30),
                                    V7: MetricCounters(count=2, sum=3, sum_of_squares=5)}
     assert readings["per-user"] == {
@@ -269,6 +298,32 @@ def test_user_templates_of_every_type(scraped: Scraped) -> None:
                            cross_products=6),
         V7: MetricCounters(units=2, numerator=3, denominator=4, numerator_squares=5, denominator_squares=6,
                            cross_products=7)}
+
+
+def test_counting_from_before_the_first_scrape_gives_the_same_counts(scraped: Scraped) -> None:
+    # no sample before the start at all: each series is anchored at its first sample (a zero)
+    with PrometheusProvider(scraped.url) as provider:
+        readings = read(provider, scraped, build_counter_set(spec(), NS, variants=(V6, V7)), scraped.started)
+    assert readings["ctr"] == CTR
+
+
+def test_the_next_reading_continues_from_the_checkpoint(scraped: Scraped) -> None:
+    counter_set = build_counter_set(spec(), NS, variants=(V6, V7))
+    memo = AnchorMemo()
+    with PrometheusProvider(scraped.url) as provider:
+        first = provider.observe(counter_set, scraped.at, checkpoints={}, counted_since=scraped.zeros,
+                                 memo=memo)
+        reading = first["ctr"]
+        assert isinstance(reading, CounterReading)
+        assert summed(reading) == CTR
+        checkpoints = {"ctr": reading.until}
+        with_memo = provider.observe(counter_set, scraped.at, checkpoints=checkpoints,
+                                     counted_since=scraped.zeros, memo=memo)
+        restarted = provider.observe(counter_set, scraped.at, checkpoints=checkpoints,
+                                     counted_since=scraped.zeros, memo=AnchorMemo())
+    nothing = {V6: MetricCounters(successes=0, trials=0), V7: MetricCounters(successes=0, trials=0)}
+    assert summed(with_memo["ctr"]) == nothing
+    assert summed(restarted["ctr"]) == nothing
 
 
 def test_istio_presets(scraped: Scraped) -> None:
@@ -285,6 +340,7 @@ def test_istio_presets(scraped: Scraped) -> None:
                                   V7: MetricCounters(successes=0, trials=40)}
     assert readings["success"] == {V6: MetricCounters(successes=97, trials=100),
                                    V7: MetricCounters(successes=40, trials=40)}
+    # the Python client writes le="500.0": the le matcher's spellings find it
     assert readings["slow"] == {V6: MetricCounters(successes=20, trials=100),
                                 V7: MetricCounters(successes=10, trials=40)}
 
@@ -292,6 +348,7 @@ def test_istio_presets(scraped: Scraped) -> None:
 def test_istio_presets_by_workload_with_provider_service(scraped: Scraped) -> None:
     guardrails = [{"name": "errors", "preset": "istio-error-rate", "maxRelativeIncrease": 0.1}]
     readings = observe(scraped, spec(guardrails=guardrails, provider="service"))
+    # the Deployments' names have a dot (ranker-v6.dep), escaped in the regex for RE2: still found
     assert readings["errors"] == {V6: MetricCounters(successes=3, trials=100),
                                   V7: MetricCounters(successes=0, trials=40)}
 
@@ -299,25 +356,27 @@ def test_istio_presets_by_workload_with_provider_service(scraped: Scraped) -> No
 def test_gateway_error_rate_from_envoy_cluster_stats(scraped: Scraped) -> None:
     guardrails = [{"name": "gw", "preset": "gateway-error-rate", "maxRelativeIncrease": 0.1}]
     readings = observe(scraped, spec(guardrails=guardrails, provider="gatewayAPI"))
+    # v6 in envoy_cluster_name, v7 in cluster_name (subset blue); the other namespace's 999 not counted
     assert readings["gw"] == {V6: MetricCounters(successes=10, trials=100),
                               V7: MetricCounters(successes=0, trials=50)}
 
 
 def test_sdk_shadow_divergence(scraped: Scraped) -> None:
-    query_set = build_query_set(spec(shadow=True), NS, scraped.window, variants=(V6, V7, V8))
-    with PrometheusProvider(scraped.url) as provider:
-        found = provider.observe_shadow(query_set, scraped.at)
-    assert found[V7] == ShadowCounts(compared=120, differing=6)
-    assert isinstance(found[V8], Unknown)
-    assert found[V8].reason.startswith(f"no data for variant {V8} from ")
+    readings = observe(scraped, spec(shadow=True))
+    assert readings[DIVERGENCE] == {V7: MetricCounters(successes=6, trials=120)}
+    assert readings["ctr"] == CTR
+    without_series = observe(scraped, spec(shadow=True), variants=(V6, V7, V8))
+    found = without_series[DIVERGENCE]
+    assert isinstance(found, Unknown)
+    assert found.reason.startswith(f"no data for variant {V8} from spec.shadow.divergence.preset")
 
 
 def test_a_variant_without_series_is_unknown_never_zero(scraped: Scraped) -> None:
     guardrails = [{"name": "errors", "preset": "istio-error-rate", "maxRelativeIncrease": 0.1}]
     readings = observe(scraped, spec(guardrails=guardrails), variants=(V6, V7, V8))
     assert readings["ctr"] == Unknown(
-        f"no data for variant {V8} from spec.metrics.primary.successes (query: sum(increase(clicks_total"
-        f'{{model="{V8}", namespace="{NS}"}}[{scraped.window}])))')
+        f"no data for variant {V8} from spec.metrics.primary.successes (selector: clicks_total"
+        f'{{model="{V8}", namespace="{NS}"}})')
     assert isinstance(readings["errors"], Unknown)
     assert readings["errors"].reason.startswith(
         f"no data for variant {V8} from spec.metrics.guardrails[0].preset")
@@ -325,61 +384,70 @@ def test_a_variant_without_series_is_unknown_never_zero(scraped: Scraped) -> Non
 
 def test_async_observe_matches(scraped: Scraped) -> None:
     guardrails = [{"name": "errors", "preset": "istio-error-rate", "maxRelativeIncrease": 0.1}]
-    query_set = build_query_set(spec(guardrails=guardrails), NS, scraped.window, variants=(V6, V7))
+    counter_set = build_counter_set(spec(guardrails=guardrails, shadow=True), NS, variants=(V6, V7))
 
-    async def run() -> Any:
+    async def run() -> dict[str, MetricReading]:
         with PrometheusProvider(scraped.url) as provider:
-            return await provider.aobserve(query_set, scraped.at)
+            return await provider.aobserve(counter_set, scraped.at, checkpoints={},
+                                           counted_since=scraped.zeros, memo=AnchorMemo())
 
-    assert asyncio.run(run()) == observe(scraped, spec(guardrails=guardrails))
+    readings = {name: summed(reading) for name, reading in asyncio.run(run()).items()}
+    assert readings == observe(scraped, spec(guardrails=guardrails, shadow=True))
+    assert readings["errors"] == {V6: MetricCounters(successes=3, trials=100),
+                                  V7: MetricCounters(successes=0, trials=40)}
 
 
 # --- checks -------------------------------------------------------------------------------------
 
 
-def test_every_preset_and_template_parses(prometheus: Prometheus) -> None:
+def test_every_preset_and_selector_parses(prometheus: Prometheus) -> None:
     guardrails = [
         {"name": "errors", "preset": "istio-error-rate", "maxRelativeIncrease": 0.1},
         {"name": "success", "preset": "istio-request-success-rate", "maxRelativeIncrease": 0.1,
          "higherIsWorse": False},
         {"name": "slow", "preset": "istio-latency-over", "thresholdMs": 3600000, "maxAbsoluteIncrease": 0.01},
         {"name": "gw", "preset": "gateway-error-rate", "maxRelativeIncrease": 0.1},
-        {"name": "commented", "type": "proportion", "maxRelativeIncrease": 0.1,
-         "successes": 'sum(x_total{m="{{variant}}"}) # a comment', "trials": 'sum(y_total{m="{{variant}}"})'},
+        {"name": "quoted", "type": "proportion", "maxRelativeIncrease": 0.1,
+         "successes": "x_total{m='{{variant}}', path=`/predict`, code!~\"5..\",}",
+         "trials": '{__name__="y_total", m="{{variant}}", ns="{{namespace}}"}'},
     ]
-    query_set = build_query_set(spec(guardrails=guardrails, shadow=True), NS, "60s")
+    counter_set = build_counter_set(spec(guardrails=guardrails, shadow=True), NS)
     with PrometheusProvider(prometheus.url) as provider:
-        assert provider.check(query_set) == []
+        assert provider.check(counter_set) == []
         assert provider.online() is None
-        # the same queries evaluate, and are empty: Unknown, never zeros
-        readings = provider.observe(query_set, datetime.now(UTC))
-    assert all(isinstance(r, Unknown) and r.reason.startswith("no data") for r in readings.values())
+        # the same selectors are read, and select nothing: Unknown, never zeros
+        readings = provider.observe(counter_set, datetime.now(UTC), checkpoints={},
+                                    counted_since=datetime.now(UTC), memo=AnchorMemo())
+    assert set(readings) == {"ctr", "errors", "success", "slow", "gw", "quoted", DIVERGENCE}
+    for reading in readings.values():
+        assert isinstance(reading, Unknown)
+        assert reading.reason.startswith("no data for variant")
 
 
-def test_queries_that_do_not_parse_are_spec_errors(prometheus: Prometheus) -> None:
+def test_selectors_that_prometheus_does_not_parse_are_spec_errors(prometheus: Prometheus) -> None:
+    # each parses here (a metric name, Python's regular expressions) but not in PromQL (keywords, RE2)
     primary = {"name": "ctr", "type": "proportion", "minimumDetectableEffect": 0.05,
-               "successes": 'sum(rate(clicks_total{model="{{variant}}"}[{{window}}])',
-               "trials": 'impressions_total{model="{{variant}}"}[{{window}}]'}
+               "successes": 'nan{model="{{variant}}"}',
+               "trials": 'impressions_total{model="{{variant}}", job=~"(?=ranker)ranker"}'}
     guardrails = [{"name": "slow", "preset": "istio-latency-over", "thresholdMs": 750,
                    "maxAbsoluteIncrease": 0.1},
-                  {"name": "scalar", "type": "proportion", "maxRelativeIncrease": 0.1,
-                   "successes": 'scalar(sum(e_total{m="{{variant}}"}))',
-                   "trials": 'sum(r_total{m="{{variant}}"})'}]
-    query_set = build_query_set(spec(primary=primary, guardrails=guardrails), NS, "60s")
+                  {"name": "keyword", "type": "proportion", "maxRelativeIncrease": 0.1,
+                   "successes": 'bool{m="{{variant}}"}', "trials": 'r_total{m="{{variant}}"}'}]
+    counter_set = build_counter_set(spec(primary=primary, guardrails=guardrails), NS)
     with PrometheusProvider(prometheus.url) as provider:
-        errors = provider.check(query_set)
-        async_errors = asyncio.run(provider.acheck(query_set))
+        errors = provider.check(counter_set)
+        async_errors = asyncio.run(provider.acheck(counter_set))
     assert errors == async_errors
     assert isinstance(errors, list)
     by_path = {e.path: e.message for e in errors}
     assert set(by_path) == {"spec.metrics.guardrails[0].thresholdMs", "spec.metrics.primary.successes",
                             "spec.metrics.primary.trials", "spec.metrics.guardrails[1].successes"}
-    assert by_path["spec.metrics.primary.successes"].startswith(
-        f"the query does not parse (rendered for variant {V6}): ")
-    assert "unclosed left parenthesis" in by_path["spec.metrics.primary.successes"]
-    assert by_path["spec.metrics.primary.trials"].startswith("the query must return an instant vector")
-    assert "range vector" in by_path["spec.metrics.primary.trials"]
-    assert "instant vector" in by_path["spec.metrics.guardrails[1].successes"]
+    prefix = "the selector does not parse as a series selector: "
+    assert by_path["spec.metrics.primary.successes"].startswith(prefix)
+    assert "parse error" in by_path["spec.metrics.primary.successes"]
+    assert by_path["spec.metrics.primary.trials"].startswith(prefix)
+    assert "error parsing regexp" in by_path["spec.metrics.primary.trials"]
+    assert "parse error" in by_path["spec.metrics.guardrails[1].successes"]
     assert "750" in by_path["spec.metrics.guardrails[0].thresholdMs"]
 
 
@@ -389,21 +457,25 @@ def test_queries_that_do_not_parse_are_spec_errors(prometheus: Prometheus) -> No
 def test_prometheus_stopped_is_unknown_unreachable(localenv_prometheus: Prometheus, tmp_path: Path) -> None:
     own = Prometheus(tmp_path / "prometheus", binary=localenv_prometheus.binary)
     own.start()
-    query_set = build_query_set(spec(), NS, "60s", variants=(V6, V7))
+    counter_set = build_counter_set(spec(shadow=True), NS, variants=(V6, V7))
     provider = PrometheusProvider(own.url, timeout=3)
+
+    def now_reading() -> dict[str, MetricReading]:
+        now = datetime.now(UTC)
+        return provider.observe(counter_set, now, checkpoints={}, counted_since=now, memo=AnchorMemo())
+
     try:
         assert provider.online() is None
-        assert provider.check(query_set) == []
-        before = provider.observe(query_set, datetime.now(UTC))
+        assert provider.check(counter_set) == []
+        before = now_reading()
         assert isinstance(before["ctr"], Unknown)
         assert before["ctr"].reason.startswith("no data")
     finally:
         own.stop()
     started = time.monotonic()
-    readings = provider.observe(query_set, datetime.now(UTC))
-    assert readings == {"ctr": Unknown(f"Prometheus unreachable at {own.url}: Connection refused")}
-    assert provider.check(query_set) == Unknown(
-        f"could not check the queries: Prometheus unreachable at {own.url}: Connection refused")
+    refused = Unknown(f"Prometheus unreachable at {own.url}: Connection refused")
+    assert now_reading() == {"ctr": refused, DIVERGENCE: refused}
+    assert provider.check(counter_set) == Unknown(f"could not check the queries: {refused.reason}")
     assert time.monotonic() - started < 3
     provider.close()
 
@@ -468,9 +540,9 @@ def test_bearer_token_from_a_secret(scraped: Scraped, k8s_admin: Any, namespace:
     proxy, httpd = _proxy(scraped.url, "s3cr3t-t0ken")
     try:
         the_spec = spec(address=proxy.url)
-        query_set = build_query_set(the_spec, NS, scraped.window, variants=(V6, V7))
+        counter_set = build_counter_set(the_spec, NS, variants=(V6, V7))
         with PrometheusProvider.from_spec(the_spec.metrics.prometheus) as anonymous:
-            refused = anonymous.observe(query_set, scraped.at)
+            refused = read(anonymous, scraped, counter_set)
         assert refused == {"ctr": Unknown(
             f"Prometheus at {proxy.url} refused the query (HTTP 401): Unauthorized; check "
             "spec.metrics.prometheus.bearerTokenSecretRef")}
@@ -480,10 +552,9 @@ def test_bearer_token_from_a_secret(scraped: Scraped, k8s_admin: Any, namespace:
         assert isinstance(credentials, Credentials)
         assert credentials.bearer_token == "s3cr3t-t0ken"
         with PrometheusProvider.from_spec(prometheus_spec, credentials) as provider:
-            readings = provider.observe(query_set, scraped.at)
-            assert provider.check(query_set) == []
-        assert readings["ctr"] == {V6: MetricCounters(successes=30, trials=200),
-                                   V7: MetricCounters(successes=12, trials=100)}
+            readings = read(provider, scraped, counter_set)
+            assert provider.check(counter_set) == []
+        assert readings["ctr"] == CTR
         assert proxy.seen_authorization[0] is None
         assert proxy.seen_authorization[-1] == "Bearer s3cr3t-t0ken"
     finally:
@@ -506,10 +577,9 @@ def test_tls_with_a_ca_from_a_config_map(scraped: Scraped, k8s_admin: Any, names
         credentials = read_credentials(core, namespace, prometheus_spec)
         assert isinstance(credentials, Credentials)
         assert credentials.ca_pem is not None
-        query_set = build_query_set(spec(), NS, scraped.window, variants=(V6, V7))
+        counter_set = build_counter_set(spec(), NS, variants=(V6, V7))
         with PrometheusProvider.from_spec(prometheus_spec, credentials) as provider:
-            assert provider.observe(query_set, scraped.at)["ctr"] == {
-                V6: MetricCounters(successes=30, trials=200), V7: MetricCounters(successes=12, trials=100)}
+            assert read(provider, scraped, counter_set)["ctr"] == CTR
         with PrometheusProvider(proxy.url, bearer_token="tls-token") as untrusting:
             found = untrusting.online()
         assert isinstance(found, Unknown)
