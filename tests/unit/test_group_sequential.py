@@ -3,14 +3,17 @@ alpha, and an independent Monte Carlo of the crossing probabilities."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
+from typing import Any
 
 import numpy as np
 import pytest
 from scipy import special
 
 from modelrollout.errors import InvalidInputError
+from modelrollout.stats import group_sequential as gs
 from modelrollout.stats.group_sequential import (
     GroupSequentialDesign,
     Spending,
@@ -21,6 +24,8 @@ from modelrollout.stats.group_sequential import (
 pytestmark = pytest.mark.unit
 
 FIVE = [0.2, 0.4, 0.6, 0.8, 1.0]
+#: two pairs of nearly equal fractions: increments far narrower than the grid of the looks before
+NEARLY_EQUAL = [0.3, 0.3 + 1e-6, 0.6, 0.6 + 1e-4, 1.0]
 ALL_SPENDING: list[Spending] = ["obrien-fleming", "obrien-fleming-two-sided", "pocock"]
 
 
@@ -86,6 +91,88 @@ def test_partial_design_spends_alpha_at_its_last_fraction() -> None:
     assert d.boundaries == pytest.approx(full.boundaries[:2], rel=1e-9)  # boundaries do not look ahead
 
 
+# --- nearly equal information fractions ----------------------------------------------------------
+# The increment between two nearly equal fractions is far narrower than the grid step of the look
+# before; a grid resolving it grew as 1 / increment ([0.5, 0.5000001, 1.0] took 8.7 s and 1.6 GB)
+# and, capped, sampled the Gaussian kernel too coarsely (final boundary 1.9623 instead of 1.9686).
+
+# final boundary of [0.5, 1.0] at points_per_sd=120 (converged to 1e-9; the default grid is within 1e-5)
+MERGED_FINE = {
+    "obrien-fleming": 1.9685956406,
+    "obrien-fleming-two-sided": 1.9793113428,
+    "pocock": 2.2009769555,
+}
+
+
+@pytest.mark.parametrize("spending", ALL_SPENDING)
+@pytest.mark.parametrize("gap", [1e-7, 1e-10, 1e-14])
+def test_nearly_equal_fractions_give_the_merged_design(spending: Spending, gap: float) -> None:
+    merged = lan_demets_boundaries([0.5, 1.0], 0.05, spending)
+    d = lan_demets_boundaries([0.5, 0.5 + gap, 1.0], 0.05, spending)
+    assert d.boundaries[0] == merged.boundaries[0]
+    assert d.boundaries[2] == pytest.approx(merged.boundaries[1], abs=1e-3)
+    assert d.boundaries[2] == pytest.approx(MERGED_FINE[spending], abs=1e-6)
+    # the look in between spends almost nothing, so its boundary is just beyond the first one
+    assert d.boundaries[0] < d.boundaries[1] < d.boundaries[0] + 0.01
+    assert sum(d.crossing_probabilities) == pytest.approx(0.05, abs=1e-12)
+
+
+@pytest.mark.parametrize("spending", ALL_SPENDING)
+def test_boundaries_converge_to_the_merged_design_as_the_gap_closes(spending: Spending) -> None:
+    gaps = [1e-2, 1e-3, 1e-4, 1e-5, 1e-6, 1e-8, 1e-12]
+    errors = [
+        abs(lan_demets_boundaries([0.5, 0.5 + g, 1.0], 0.05, spending).boundaries[2] - MERGED_FINE[spending])
+        for g in gaps
+    ]
+    # the final boundary moves by O(gap) (the increment's variance) until the integration's own
+    # accuracy (1e-6) is reached
+    assert all(e2 <= e1 + 1e-6 for e1, e2 in itertools.pairwise(errors)), errors
+    assert errors[-1] < 1e-6
+
+
+@pytest.mark.parametrize(
+    ("spending", "expected"),
+    [
+        # computed by the previous implementation, whose uniform grid (4,201 nodes) still
+        # resolved this increment; 1.9686079 and 2.2010438 agree with the gap sweep above
+        ("obrien-fleming", (2.962588042727569, 2.9848822824797114, 1.9686079148739108)),
+        ("pocock", (2.156999218344682, 2.188696597815761, 2.2010437630459325)),
+    ],
+)
+def test_narrow_increment_agrees_with_a_grid_that_resolves_it(
+    spending: Spending, expected: tuple[float, float, float]
+) -> None:
+    d = lan_demets_boundaries([0.5, 0.5001, 1.0], 0.05, spending)
+    assert d.boundaries == pytest.approx(expected, abs=1e-6)
+
+
+def test_nearly_equal_fractions_cost_what_distinct_ones_do(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The cost of the integration is the number of kernel evaluations: the convolution on the grid
+    # (nodes x nodes) and the local quadrature of a narrow increment (nodes x its own nodes).
+    evaluations: list[int] = []
+    convolve, local = gs._convolve, gs._log_local_convolution
+
+    def counted_convolve(prev: Any, x: np.ndarray, sd: float) -> np.ndarray:
+        evaluations.append(prev.x.size * x.size)
+        return convolve(prev, x, sd)
+
+    def counted_local(prev: Any, x: np.ndarray, sd: float, log_f: Any, points: int) -> np.ndarray:
+        out = local(prev, x, sd, log_f, points)
+        evaluations.append(x.size * (2 * math.ceil(gs._LAYER_SDS * points / 2) + 1))
+        return out
+
+    monkeypatch.setattr(gs, "_convolve", counted_convolve)
+    monkeypatch.setattr(gs, "_log_local_convolution", counted_local)
+    # a gap of 0.02 is about the narrowest increment the grid after t = 0.5 resolves directly
+    lan_demets_boundaries([0.5, 0.52, 1.0])
+    distinct = sum(evaluations)
+    for gap in (1e-3, 1e-4, 1e-7, 1e-12, 1e-15):
+        evaluations.clear()
+        lan_demets_boundaries([0.5, 0.5 + gap, 1.0])
+        # before: a 4,201-node grid at 1e-4 (1.8e7 evaluations) and 8,001 nodes below
+        assert sum(evaluations) < 5 * distinct, (gap, sum(evaluations), distinct)
+
+
 @pytest.mark.parametrize(
     ("spending", "fractions", "runs"),
     [
@@ -93,6 +180,8 @@ def test_partial_design_spends_alpha_at_its_last_fraction() -> None:
         ("pocock", FIVE, 400_000),
         ("obrien-fleming", [0.1, 0.35, 0.5, 0.9, 1.0], 400_000),
         ("obrien-fleming", list(np.arange(1, 101) / 100), 100_000),
+        ("obrien-fleming", NEARLY_EQUAL, 400_000),
+        ("pocock", NEARLY_EQUAL, 400_000),
     ],
 )
 def test_independent_monte_carlo_of_the_crossing_probability(
