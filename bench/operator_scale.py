@@ -360,8 +360,8 @@ def experiment_manifest(exp: Experiment, prometheus_url: str, interval: str | No
             "primary": {
                 "name": "click-through",
                 "type": "proportion",
-                "successes": f"sum(increase(clicks_total{{{selector}}}[{{{{window}}}}]))",
-                "trials": f"sum(increase(impressions_total{{{selector}}}[{{{{window}}}}]))",
+                "successes": f"clicks_total{{{selector}}}",
+                "trials": f"impressions_total{{{selector}}}",
                 "direction": "increase",
                 "minimumDetectableEffect": 0.05,
             },

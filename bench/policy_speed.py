@@ -46,8 +46,8 @@ def make_spec(variants: int) -> ModelExperimentSpec:
                     "name": "conversion",
                     "type": "proportion",
                     "minimumDetectableEffect": 0.1,
-                    "successes": f'sum(c{{m="{q}"}})',
-                    "trials": f'sum(r{{m="{q}"}})',
+                    "successes": f'c{{m="{q}"}}',
+                    "trials": f'r{{m="{q}"}}',
                 },
                 "guardrails": [
                     {"name": "errors", "preset": "istio-error-rate", "maxRelativeIncrease": 0.5},

@@ -6,9 +6,12 @@ failed query, an empty result, a NaN, a timeout) is an explicit :class:`Unknown`
 reason: never zeros, never an exception into the policy. *Unknown is neither a pass nor a
 failure*: the policy holds on it, and only a long outage leads to the fail-safe rollback.
 
-Counts are **cumulative since the experiment started** (queries use a window that reaches back to
-``status.startedAt``); the policy subtracts the per-step baselines it keeps in the status to get
-each step's own counts.
+Counts are **exact increments** of counter series (:mod:`modelrollout.metrics.counting`): each
+:class:`Increment` is what one series counted between two of its samples, with the samples'
+times, so the policy can put it in the stratum (a step, or part of one) whose span holds it. A
+:class:`CounterReading` carries the increments observed since the checkpoint it continues from
+(``since``, which the policy keeps per metric in ``status.checkpoints``), so a reading is counted
+once: a replayed or stale reading does not match the checkpoint and adds nothing.
 """
 
 from __future__ import annotations
@@ -16,8 +19,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Final
 
-from modelrollout.api.status import MetricCounters
+#: The name under which the shadow divergence is read: a proportion of the predictions that differ
+#: (``successes``) out of those compared (``trials``), per challenger. Not a valid metric name, so
+#: it cannot clash with one.
+DIVERGENCE: Final = "shadow:divergence"
 
 
 @dataclass(frozen=True)
@@ -27,16 +34,68 @@ class Unknown:
     reason: str
 
 
-#: One metric for every variant (variant name -> aggregates), or Unknown for the whole metric.
-MetricReading = Mapping[str, MetricCounters] | Unknown
+@dataclass(frozen=True)
+class Increment:
+    """What one counter series counted between two consecutive samples (reset-corrected).
+
+    ``start`` and ``end`` are the samples' times in seconds since the epoch; ``start`` is the time
+    of the sample before (the anchor), or a lower bound of it for a series first seen after a gap.
+    ``value`` is the increase, negative for a part that a field subtracts (the latency preset).
+    ``target`` names the scrape target the series comes from (its ``job`` and ``instance``), the
+    same at every tick: series of one target are sampled at the same instants. ``reset``: the
+    sample is below the one before (a counter reset), so ``value`` is the count since the restart
+    and what the series counted between its last sample and the restart is lost.
+    """
+
+    start: float
+    end: float
+    value: float
+    target: str = ""
+    reset: bool = False
 
 
 @dataclass(frozen=True)
-class ShadowCounts:
-    """Shadow comparison counters of one challenger: predictions compared and those that differed."""
+class VariantCounts:
+    """The increments of one metric for one variant, by field, with what the sampling looked like.
 
-    compared: float
-    differing: float
+    Attributes
+    ----------
+    fields
+        By :class:`~modelrollout.api.status.MetricCounters` attribute: the increments observed.
+    lag
+        Seconds from the stalest series' last sample of the sample field (trials, count, units)
+        to the reading's time: the counts may miss that much traffic at the end.
+    spacing
+        The largest spacing of consecutive samples seen in this reading (the scrape interval,
+        longer when a scrape was missed).
+    resets
+        Counter resets seen in this reading (a series that went down).
+
+    A stale target (one Prometheus has not scraped again) shows as ``lag``: its increments arrive
+    with its next sample, which spans the gap exactly.
+    """
+
+    fields: Mapping[str, tuple[Increment, ...]]
+    lag: float = 0.0
+    spacing: float = 0.0
+    resets: int = 0
+
+
+@dataclass(frozen=True)
+class CounterReading:
+    """One metric's increments for every variant since the checkpoint ``since``, up to ``until``.
+
+    ``since`` is None when counting starts (the anchors are the last samples before
+    ``status.countedSince``); ``until`` is the reading's time, the next checkpoint.
+    """
+
+    since: datetime | None
+    until: datetime
+    variants: Mapping[str, VariantCounts]
+
+
+#: One metric for every variant, or Unknown for the whole metric.
+MetricReading = CounterReading | Unknown
 
 
 @dataclass(frozen=True)
@@ -58,10 +117,8 @@ class Observations:
         When the readings were taken (timezone-aware).
     metrics
         By metric name (the primary, secondary metrics and guardrails share one namespace of
-        names): the cumulative aggregates per variant, or :class:`Unknown`.
-    shadow
-        By challenger: the shadow comparison counters, or :class:`Unknown`; empty when there is no
-        shadow phase.
+        names; the shadow divergence is ``shadow:divergence``, a proportion of differing out of
+        compared predictions): the increments per variant, or :class:`Unknown`.
     spec_errors
         Errors in the spec found by the operator (existence of referenced objects, PromQL syntax);
         the policy moves no traffic while there is any.
@@ -73,7 +130,6 @@ class Observations:
 
     at: datetime
     metrics: Mapping[str, MetricReading] = field(default_factory=dict)
-    shadow: Mapping[str, ShadowCounts | Unknown] = field(default_factory=dict)
     spec_errors: tuple[SpecError, ...] = ()
     annotations: Mapping[str, str] = field(default_factory=dict)
     generation: int | None = None

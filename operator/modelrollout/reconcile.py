@@ -2,9 +2,11 @@
 
 Order matters and is the design's promise that a restart neither repeats nor skips a step:
 
-1. **observe**: the spec errors only the cluster can show (missing Services, routes, PromQL that
-   does not parse; checked once per generation while they pass), then every metric of the live
-   variants since the experiment started, in one query per metric field;
+1. **observe**: the spec errors only the cluster can show (missing Services, routes, selectors
+   that do not parse; checked once per generation while they pass), then the exact counts of
+   every metric of the live variants since each metric's checkpoint (the raw samples of their
+   counter series, :mod:`modelrollout.metrics.counting`; the series' anchors are kept in kopf's
+   memo, so a tick reads about one tick of samples);
 2. **decide**: :func:`modelrollout.policy.decide`, pure;
 3. **apply routes** *before* the status records the step: the routes are re-derived from the
    decided status every tick, so an outside write (a GitOps sync, a person) is healed within one
@@ -33,6 +35,7 @@ from pydantic import ValidationError
 from modelrollout.api.spec import ModelExperimentSpec, Notification, Prometheus
 from modelrollout.api.status import ConditionStatus, ConditionType, ModelExperimentStatus, Phase
 from modelrollout.api.types import parse_duration
+from modelrollout.errors import InvalidInputError
 from modelrollout.kube import (
     StatusConflictError,
     check_references,
@@ -41,11 +44,12 @@ from modelrollout.kube import (
     traffic_target,
     with_removed_keys,
 )
+from modelrollout.metrics.counters import build_counter_set
+from modelrollout.metrics.counting import AnchorMemo
 from modelrollout.metrics.credentials import Credentials, read_credentials, read_key
 from modelrollout.metrics.prometheus import PrometheusProvider
-from modelrollout.metrics.queries import build_query_set, window_since
 from modelrollout.notifications import ExperimentRef, deliver
-from modelrollout.observations import Observations, SpecError, Unknown
+from modelrollout.observations import DIVERGENCE, Observations, SpecError, Unknown
 from modelrollout.policy import decide, record_achieved
 from modelrollout.policy.decision import Decision
 from modelrollout.routing import ConflictError, Mirror, Router, RouteState, TargetError, router_for
@@ -111,6 +115,7 @@ class _ObjectMemo:
     lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
     last_tick: datetime | None = None
     checked_generation: int | None = None
+    anchors: AnchorMemo = dataclasses.field(default_factory=AnchorMemo)
 
 
 def _object_memo(memo: kopf.Memo) -> _ObjectMemo:
@@ -276,33 +281,52 @@ def observe(
         errors += check_references(spec, namespace, core=c.core, apps=c.apps, custom=c.custom, router=router)
     provider = _provider(spec, namespace)
     metrics: dict[str, Any] = {}
-    shadow: dict[str, Any] = {}
     if isinstance(provider, list):
         errors += provider
     elif isinstance(provider, Unknown):
-        metrics = {"*": provider}
+        metrics = dict.fromkeys(_metric_names(spec), provider)
     elif status.phase not in TERMINAL:
         dropped = {d.name for d in status.dropped_challengers}
         live = [spec.champion.name] + [c.name for c in spec.challengers if c.name not in dropped]
-        window = window_since(status.counted_since or status.started_at or now, now)
-        query_set = build_query_set(spec, namespace, window, variants=live)
-        if state.checked_generation != generation:
-            checked = provider.check(query_set)
-            if isinstance(checked, list):
-                errors += checked
-        metrics = dict(provider.observe(query_set, now))
-        if status.phase in (Phase.PENDING, Phase.SHADOWING) and query_set.shadow is not None:
-            shadow = dict(provider.observe_shadow(query_set, now))
+        shadowing = status.phase in (Phase.PENDING, Phase.SHADOWING) or (
+            status.phase is Phase.PAUSED and status.pause is not None
+            and status.pause.from_phase is Phase.SHADOWING
+        )
+        try:
+            counter_set = build_counter_set(
+                spec, namespace, variants=live, shadow=None if shadowing else False
+            )
+        except InvalidInputError as exc:
+            errors.append(SpecError("spec.metrics", str(exc)))
+            counter_set = None
+        if counter_set is not None:
+            if state.checked_generation != generation:
+                checked = provider.check(counter_set)
+                if isinstance(checked, list):
+                    errors += checked
+            metrics = dict(
+                provider.observe(
+                    counter_set,
+                    now,
+                    checkpoints=status.checkpoints,
+                    counted_since=status.counted_since or status.started_at or now,
+                    memo=state.anchors,
+                )
+            )
     if not errors:
         state.checked_generation = generation
     return Observations(
         at=now,
         metrics=metrics,
-        shadow=shadow,
         spec_errors=tuple(errors),
         annotations=_annotations(body),
         generation=generation,
     )
+
+
+def _metric_names(spec: ModelExperimentSpec) -> list[str]:
+    m = spec.metrics
+    return [m.primary.name, *(x.name for x in m.secondary), *(g.name for g in m.guardrails), DIVERGENCE]
 
 
 def _route_state(decision: Decision) -> RouteState:

@@ -37,7 +37,12 @@ from modelrollout.api import (
     Preset,
     Provider,
     SequentialState,
+    Settle,
+    SettleReason,
+    SettleSlice,
+    SRMAlarm,
     SRMResult,
+    SRMState,
     Stratum,
     VariantAnalysis,
     VariantDecision,
@@ -110,7 +115,7 @@ def test_yaml_is_camel_case_and_python_is_snake_case() -> None:
     assert spec.traffic.gateway_api.rule_names == ("predict",)
     dumped = spec.model_dump(by_alias=True, mode="json", exclude_none=True)
     assert dumped["traffic"]["gatewayAPI"]["httpRoute"] == "recommender"
-    assert dumped["metrics"]["primary"]["sumOfSquares"].startswith("sum(")
+    assert dumped["metrics"]["primary"]["sumOfSquares"].startswith("shop_order_value_squares_sum{")
     assert dumped["metrics"]["prometheus"]["bearerTokenSecretRef"] == {
         "name": "prometheus-reader",
         "key": "token",
@@ -229,20 +234,25 @@ def test_format_duration_is_canonical() -> None:
 
 
 def test_render_template_fills_every_placeholder() -> None:
-    template = 'sum(increase(x{ns="{{namespace}}", model="{{variant}}"}[{{window}}]))'
-    rendered = render_template(template, variant="v7", namespace="shop", window="930s")
-    assert rendered == 'sum(increase(x{ns="shop", model="v7"}[930s]))'
-    assert PLACEHOLDERS == ("{{variant}}", "{{namespace}}", "{{window}}")
+    template = 'x_total{ns="{{namespace}}", model="{{variant}}"}'
+    rendered = render_template(template, variant="v7", namespace="shop")
+    assert rendered == 'x_total{ns="shop", model="v7"}'
+    assert PLACEHOLDERS == ("{{variant}}", "{{namespace}}")
 
 
 @pytest.mark.parametrize(
     ("template", "message"),
     [
-        ('x{m="{{variant}}"}[{{ window }}]', "unknown placeholder"),
+        ('x{m="{{variant}}", w="{{ window }}"}', "unknown placeholder"),
         ('x{m="{{variant}}", n="{{Namespace}}"}', "unknown placeholder"),
-        ('x{m="{{variant}}"}[{{window}]', "unknown placeholder"),
+        ('x{m="{{variant}}", w="{{window}"}', "unknown placeholder"),
         ("sum(x)", "must select one variant"),
         ("{{variant}", "must select one variant"),
+        ('sum(increase(x{m="{{variant}}"}[{{window}}]))', "without {{window}}"),
+        ('sum(x{m="{{variant}}"})', "not an expression"),
+        ('rate(x{m="{{variant}}"}[5m])', "not an expression"),
+        ('x{m="{{variant}}"}[5m]', "not an expression"),
+        ('x{m="{{variant}}"} + y', "not an expression"),
     ],
 )
 def test_bad_templates(template: str, message: str) -> None:
@@ -335,13 +345,33 @@ def rich_status() -> ModelExperimentStatus:
             Stratum(
                 step=0,
                 weights={"v6": 90, "v7": 10},
+                previous_weights={"v6": 100, "v7": 0},
                 started_at=NOW - timedelta(hours=2),
                 ended_at=NOW - timedelta(minutes=20),
-                baseline={"v6": {"click-through": counters}},
+                counted_from=NOW - timedelta(hours=2) + timedelta(seconds=12),
+                settle=Settle(
+                    reason=SettleReason.WEIGHTS_SEEN,
+                    seconds=12.0,
+                    limit_seconds=150.0,
+                    log_likelihood_ratio=9.5,
+                    scrape_interval_seconds=15.0,
+                ),
+                spacing=15.0,
+                resets={"v7": 1},
                 totals={"v6": {"click-through": counters}, "v7": {"click-through": counters}},
             ),
-            Stratum(step=1, weights={"v6": 75, "v7": 25}, started_at=NOW - timedelta(minutes=20)),
+            Stratum(
+                step=1,
+                weights={"v6": 75, "v7": 25},
+                previous_weights={"v6": 90, "v7": 10},
+                started_at=NOW - timedelta(minutes=20),
+                settling=[
+                    SettleSlice(end=NOW, samples={"v6": 75.0, "v7": 20.0}, exposure={"v6": 15.0, "v7": 14.5})
+                ],
+            ),
         ],
+        checkpoints={"click-through": NOW - timedelta(seconds=1)},
+        totals={"v6": {"click-through": counters}},
         sequential={
             "v7": {
                 "click-through": SequentialState(
@@ -350,7 +380,14 @@ def rich_status() -> ModelExperimentStatus:
                 "error-rate": SequentialState(max_log_e_value=0.0, consecutive_failures=1),
             }
         },
-        srm_max_log_e_value=0.1,
+        srm=SRMState(
+            epoch=1,
+            max_log_e_value=0.1,
+            alarm=SRMAlarm(
+                at=NOW, step=1, p_value=0.0004, observed_shares={"v6": 0.8}, expected_shares={"v6": 0.75}
+            ),
+            cleared=1,
+        ),
         dropped_challengers=[DroppedChallenger(name="v8", at=NOW, reason="GuardrailBreached")],
         applied_controls=AppliedControls(retry="2026-03-01T10:00:00Z"),
     )
@@ -610,9 +647,21 @@ def statuses(draw: st.DrawFn) -> ModelExperimentStatus:
                     Stratum,
                     step=st.integers(0, 19),
                     weights=st.just(weights),
+                    previous_weights=st.just(weights),
                     started_at=_times,
                     ended_at=_optional(_times),
-                    baseline=_by_variant,
+                    counted_from=_optional(_times),
+                    settle=_optional(
+                        _model(
+                            Settle,
+                            reason=st.sampled_from(SettleReason),
+                            seconds=st.floats(min_value=0, max_value=1e6),
+                            log_likelihood_ratio=_optional(_finite),
+                        )
+                    ),
+                    srm_epoch=st.integers(0, 100),
+                    spacing=st.floats(min_value=0, max_value=1e4),
+                    resets=st.dictionaries(_names, st.integers(0, 100), max_size=2),
                     totals=_by_variant,
                 ),
                 max_size=3,
@@ -635,7 +684,8 @@ def statuses(draw: st.DrawFn) -> ModelExperimentStatus:
                 max_size=3,
             )
         ),
-        srm_max_log_e_value=draw(_finite),
+        srm=draw(_model(SRMState, epoch=st.integers(0, 50), max_log_e_value=_finite)),
+        checkpoints=draw(st.dictionaries(_names, _times, max_size=2)),
         dropped_challengers=draw(
             st.lists(_model(DroppedChallenger, name=_names, at=_times, reason=_reasons), max_size=2)
         ),

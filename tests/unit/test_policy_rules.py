@@ -7,7 +7,8 @@ replay of the tick changes nothing.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from dataclasses import replace
+from datetime import datetime, timedelta
 
 import pytest
 from test_policy_support import Experiment, World, challengers, finished, make_spec, spec_with_primary
@@ -18,10 +19,12 @@ from modelrollout.api.status import (
     ModelExperimentStatus,
     PauseReason,
     Phase,
+    SettleReason,
     VariantDecision,
 )
-from modelrollout.observations import SpecError
-from modelrollout.policy import EventType, Rule, decide, record_achieved, routes_for
+from modelrollout.observations import CounterReading, SpecError
+from modelrollout.policy import EventType, Rule, counts, decide, record_achieved, routes_for
+from modelrollout.stats.srm import srm_sequential
 
 pytestmark = pytest.mark.unit
 
@@ -224,34 +227,27 @@ def test_on_data_outage_pause_pauses_then_resumes_when_the_metrics_return() -> N
     assert d.status.pause is None
 
 
-def _stale_after_outage(exp: Experiment) -> dict[str, dict[str, dict[str, float]]]:
-    """The challenger's readings frozen before an outage of 4 ticks (traffic goes on meanwhile)."""
-    frozen = {m: {"v2": dict(per["v2"])} for m, per in exp.world.totals.items()}
-    exp.ticks(4, outage=["conversion", "errors"])
-    return frozen
+def _served_since(exp: Experiment, since: datetime, variant: str) -> float:
+    """The world's trials of ``variant`` from the tick at ``since`` to now (what was really served)."""
+    at_since = [snap for snap in exp.world.history if snap[0] <= since][-1]
+    now = exp.world.history[-1]
+    return float(now[1]["conversion"][variant]["trials"] - at_since[1]["conversion"][variant]["trials"])
 
 
-def test_stale_readings_after_an_outage_are_not_counted_and_raise_no_sample_ratio_mismatch() -> None:
+def test_the_reading_after_an_outage_spans_it_exactly_and_raises_no_sample_ratio_mismatch() -> None:
     # Given an equal challenger counted for a few ticks
     exp = better(lift=0.0, exp_rps=400.0)
     exp.ticks(4)
-    # When the metrics are down for 4 ticks, and on the first tick back the challenger's series
-    # still end before the outage (Prometheus has not scraped its target again yet)
-    stale = _stale_after_outage(exp)
-    d = exp.tick(stale=stale)
-    # Then that tick counts nothing, the next one counts the outage's traffic for both, and no
-    # sample ratio mismatch is seen
-    assert d.status.data_resumed_at == exp.now
-    before = exp.decisions[-2].status.strata
-    assert [s.totals for s in d.status.strata[: len(before)]] == [s.totals for s in before]
-    assert all(not s.totals for s in d.status.strata[len(before):])
+    checkpoint = exp.status.checkpoints["conversion"]
+    # When the metrics are down for 4 ticks while traffic goes on
+    held = exp.ticks(4, outage=["conversion", "errors"])
+    assert all(d.status.checkpoints["conversion"] == checkpoint for d in held)
     d = exp.tick()
-    assert d.status.data_resumed_at is None
-    stratum = d.status.strata[-1]
+    # Then the first reading back counts the outage's traffic, for every variant, to the request
+    stratum = [s for s in d.status.strata if s.counted_from is not None][-1]
+    assert stratum.counted_from is not None
     for v in ("v1", "v2"):
-        trials = exp.world.totals["conversion"][v]["trials"]
-        base = stratum.baseline[v]["conversion"].trials
-        assert stratum.totals[v]["conversion"].trials == trials - base
+        assert stratum.totals[v]["conversion"].trials == _served_since(exp, stratum.counted_from, v)
     for later in [d, *exp.ticks(3)]:
         assert later.status.analysis is not None
         srm = later.status.analysis.srm
@@ -260,40 +256,48 @@ def test_stale_readings_after_an_outage_are_not_counted_and_raise_no_sample_rati
     assert cond(exp.last.status, ConditionType.SAMPLE_RATIO_MISMATCH)[0] == "False"
 
 
-def test_a_target_scraped_again_late_is_waited_for_beyond_the_settle_window() -> None:
-    # Given the outage above, and the challenger's series still stale for 3 ticks after the metrics
-    # came back (its target rediscovered late), longer than the settle window (one tick here)
-    exp = better(lift=0.0, exp_rps=400.0)
+def _late_target(exp: Experiment) -> None:
+    """Four ticks counted, an outage of four ticks, then the challenger's target not scraped for
+    three more ticks (rediscovered late): its counts lag while the champion's go on."""
     exp.ticks(4)
-    stale = _stale_after_outage(exp)
-    held = [exp.tick(stale=stale) for _ in range(3)]
-    # Then nothing is counted while any reading has not grown since the metrics came back
-    before = exp.decisions[-4].status.strata
-    for d in held:
-        assert [s.totals for s in d.status.strata[: len(before)]] == [s.totals for s in before]
-        assert d.status.data_resumed_at is not None
-    assert held[0].status.resumed_from["conversion"]["v2"] == stale["conversion"]["v2"]["trials"]
-    # and once it is fresh, counting goes on, with no sample ratio mismatch
+    exp.ticks(4, outage=["conversion", "errors"])
+
+
+def test_a_target_scraped_late_raises_no_sample_ratio_mismatch_and_catches_up() -> None:
+    # Given a step long enough to hold it all, and the late target above
+    exp = better(lift=0.0, exp_rps=400.0, rollout={"minStepDuration": "1h"})
+    _late_target(exp)
+    late = [exp.tick(stale={"conversion": ["v2"], "errors": ["v2"]}) for _ in range(3)]
+    # Then the shorter span its counts cover is expected (no mismatch is seen)
+    for d in late:
+        assert d.status.analysis is not None
+        assert d.status.analysis.srm is not None
+        assert not d.status.analysis.srm.mismatch, d.message
+        assert d.rule is not Rule.SAMPLE_RATIO_MISMATCH
+    # and once it is scraped again, its counts catch up exactly
+    d = exp.tick()
+    [stratum] = d.status.strata
+    assert stratum.counted_from is not None
+    for v in ("v1", "v2"):
+        assert stratum.totals[v]["conversion"].trials == _served_since(exp, stratum.counted_from, v)
     for later in exp.ticks(4):
         assert later.status.analysis is not None
         assert later.status.analysis.srm is not None
         assert not later.status.analysis.srm.mismatch, later.message
-    assert exp.last.status.data_resumed_at is None
-    assert exp.last.status.resumed_from == {}
 
 
-def test_the_stale_tick_would_be_a_sample_ratio_mismatch_if_counted() -> None:
-    """The control of the test above: the same stale readings, counted, latch SRM."""
-    exp = better(lift=0.0, exp_rps=400.0)
-    exp.ticks(4)
-    stale = _stale_after_outage(exp)
-    forgetful = exp.status.model_copy(update={"data_outage_since": None})
-    obs = exp.world.observations(exp.now + timedelta(seconds=30), stale=stale)
-    exp.world.serve(exp.last.routes.weights, exp.last.routes.mirrors, 30)
-    d = decide(exp.spec, forgetful, obs, exp.now + timedelta(seconds=30))
+def test_the_late_target_would_be_a_sample_ratio_mismatch_without_its_coverage() -> None:
+    """The control of the test above: the same counts, compared with the weights alone."""
+    exp = better(lift=0.0, exp_rps=400.0, rollout={"minStepDuration": "1h"})
+    _late_target(exp)
+    d = exp.ticks(3, stale={"conversion": ["v2"], "errors": ["v2"]})[-1]
+    [stratum] = d.status.strata
+    observed = [counts.coverage(stratum.sampling[v])[0] for v in ("v1", "v2")]
+    naive = srm_sequential(observed, [0.9, 0.1])
+    assert naive.mismatch
     assert d.status.analysis is not None
     assert d.status.analysis.srm is not None
-    assert d.status.analysis.srm.mismatch
+    assert not d.status.analysis.srm.mismatch
 
 
 def test_a_known_guardrail_breach_rolls_back_during_a_partial_outage() -> None:
@@ -305,14 +309,19 @@ def test_a_known_guardrail_breach_rolls_back_during_a_partial_outage() -> None:
     assert d.phase is Phase.ROLLED_BACK
 
 
-def test_a_counter_that_goes_down_is_unknown() -> None:
+def test_counter_resets_are_recorded_in_the_running_stratum() -> None:
     exp = better(lift=0.0)
     exp.ticks(3)
-    exp.world.totals["conversion"]["v2"]["trials"] = 1.0  # a reset the query did not absorb
-    d = exp.tick()
-    assert d.rule is Rule.METRICS_UNAVAILABLE
-    # trials fell below the step's baseline: caught as a drop or as successes above trials
-    assert "went down" in d.message or "successes exceed trials" in d.message
+    exp.world.serve(exp.last.routes.weights, exp.last.routes.mirrors, 30)
+    exp.now += timedelta(seconds=30)
+    obs = exp.world.observations(exp.now, exp.status)
+    reading = obs.metrics["conversion"]
+    assert isinstance(reading, CounterReading)
+    reset = {**reading.variants, "v2": replace(reading.variants["v2"], resets=2)}
+    obs = replace(obs, metrics={**obs.metrics, "conversion": replace(reading, variants=reset)})
+    d = decide(exp.spec, exp.status, obs, exp.now)
+    assert d.status.strata[-1].resets == {"v2": 2}
+    assert d.rule is not Rule.METRICS_UNAVAILABLE
 
 
 def test_a_replayed_tick_counts_nothing_twice() -> None:
@@ -347,7 +356,37 @@ def test_sample_ratio_mismatch_holds_with_the_observed_and_expected_shares() -> 
     assert srm.mismatch
     assert srm.observed_shares["v2"] < srm.expected_shares["v2"]
     assert cond(exp.status, ConditionType.READY) == ("False", "SampleRatioMismatch")
-    assert [e.reason for x in exp.decisions for e in x.events].count("SampleRatioMismatch") == 1
+    reasons = [e.reason for x in exp.decisions for e in x.events]
+    assert reasons.count("SampleRatioMismatch") == 1
+    # The alarm restarted the step's counting, and the fresh counts confirmed it
+    assert reasons.count("SampleRatioMismatchConfirmed") == 1
+    assert exp.status.srm.alarm is not None
+    assert exp.status.srm.alarm.confirmed
+    assert exp.status.srm.epoch == 1
+    assert exp.status.strata[-1].srm_epoch == 1
+    assert exp.status.strata[-1].step == d.step
+    assert exp.status.strata[-1].weights == exp.status.strata[-2].weights
+
+
+def test_a_transient_mismatch_the_fresh_counts_contradict_is_cleared_and_the_experiment_goes_on() -> None:
+    # Given a challenger that loses 30 % of its counted requests for a while (a broken exporter,
+    # say), then no more
+    exp = better(lift=0.5)
+    exp.world.loss["v2"] = 0.3
+    alarm = exp.until(lambda d: d.rule is Rule.SAMPLE_RATIO_MISMATCH, limit=20)
+    assert alarm.status.srm.alarm is not None
+    assert not alarm.status.srm.alarm.confirmed
+    del exp.world.loss["v2"]
+    # When the fresh counts after the alarm show the configured split
+    cleared = exp.until(lambda d: d.status.srm.alarm is None, limit=40)
+    # Then the alarm is cleared with an Event, the hold ends and the experiment is promoted
+    assert "SampleRatioMismatchCleared" in [e.reason for e in cleared.events]
+    assert cleared.status.srm.cleared == 1
+    assert cond(cleared.status, ConditionType.SAMPLE_RATIO_MISMATCH)[0] == "False"
+    held = [d for d in exp.decisions if d.rule is Rule.SAMPLE_RATIO_MISMATCH]
+    assert all(d.step == alarm.step for d in held)
+    d = exp.until(finished)
+    assert d.phase is Phase.PROMOTED
 
 
 # --- several challengers ----------------------------------------------------------------------
@@ -387,8 +426,8 @@ def test_a_decisive_secondary_metric_worse_drops_the_challenger() -> None:
                 {
                     "name": "retention",
                     "type": "proportion",
-                    "successes": 'sum(a{m="{{variant}}"})',
-                    "trials": 'sum(b{m="{{variant}}"})',
+                    "successes": 'a{m="{{variant}}"}',
+                    "trials": 'b{m="{{variant}}"}',
                     "minimumDetectableEffect": 0.1,
                     "decisive": True,
                 }
@@ -516,9 +555,9 @@ def test_bayesian_method_promotes_on_the_posterior_probability() -> None:
             {
                 "name": "basket",
                 "type": "mean",
-                "count": 'sum(a{m="{{variant}}"})',
-                "sum": 'sum(b{m="{{variant}}"})',
-                "sumOfSquares": 'sum(c{m="{{variant}}"})',
+                "count": 'a{m="{{variant}}"}',
+                "sum": 'b{m="{{variant}}"}',
+                "sumOfSquares": 'c{m="{{variant}}"}',
                 "minimumDetectableEffect": 0.05,
             },
             {"v1": (10.0, 5.0), "v2": (11.0, 5.0)},
@@ -527,12 +566,12 @@ def test_bayesian_method_promotes_on_the_posterior_probability() -> None:
             {
                 "name": "ctr",
                 "type": "ratio",
-                "units": 'sum(a{m="{{variant}}"})',
-                "numerator": 'sum(b{m="{{variant}}"})',
-                "denominator": 'sum(c{m="{{variant}}"})',
-                "numeratorSquares": 'sum(d{m="{{variant}}"})',
-                "denominatorSquares": 'sum(e{m="{{variant}}"})',
-                "crossProducts": 'sum(f{m="{{variant}}"})',
+                "units": 'a{m="{{variant}}"}',
+                "numerator": 'b{m="{{variant}}"}',
+                "denominator": 'c{m="{{variant}}"}',
+                "numeratorSquares": 'd{m="{{variant}}"}',
+                "denominatorSquares": 'e{m="{{variant}}"}',
+                "crossProducts": 'f{m="{{variant}}"}',
                 "minimumDetectableEffect": 0.05,
             },
             {"v1": (0.10, 3.0), "v2": (0.12, 3.0)},
@@ -585,14 +624,20 @@ def test_shadow_mirrors_then_passes_into_step_0_with_mirrors_off() -> None:
     after = d.status.sequential["v2"]["errors"]
     assert d.status.counted_since == exp.now
     assert after.tau2 != before.tau2  # a new test, tuned afresh (at the plan, no longer the fallback)
-    # The new stratum settles before it counts: no baseline at the change, the first reading after
-    # the settle window (one tick here) becomes it.
-    assert d.status.strata[0].baseline == {}
+    # The new stratum settles before it counts: it counts once the counts show the new split
+    assert d.status.strata[0].counted_from is None
+    assert d.status.strata[0].previous_weights == {"v1": 100, "v2": 0}
     d = exp.tick()
-    baseline = d.status.strata[0].baseline["v1"]["conversion"].trials
-    assert baseline is not None
-    assert baseline > 0
-    assert d.status.sequential["v2"]["errors"].tau2 == after.tau2
+    stratum = d.status.strata[0]
+    assert stratum.counted_from == exp.now
+    assert stratum.settle is not None
+    assert stratum.settle.reason is SettleReason.WEIGHTS_SEEN
+    assert stratum.settle.seconds == 30.0
+    tuned = d.status.sequential["v2"]["errors"].tau2
+    assert tuned is not None
+    d = exp.tick()
+    assert d.status.strata[0].totals["v1"]["conversion"].trials > 0
+    assert d.status.sequential["v2"]["errors"].tau2 == tuned
 
 
 def test_shadow_fails_on_divergence_before_the_duration() -> None:
@@ -768,21 +813,21 @@ def test_routes_are_a_function_of_the_status() -> None:
     assert cond(exp.status, ConditionType.PROGRESSING)[0] == ConditionStatus.TRUE.value
 
 
-def test_shadow_passes_without_outcome_series_and_step_0_takes_its_baseline_late() -> None:
+def test_shadow_passes_without_outcome_series_and_step_0_counts_once_they_appear() -> None:
     exp = _shadow(0.0)
     exp.world.truth["conversion"] = {"v2": 0.3}
     d = exp.until(lambda d: d.phase is not Phase.SHADOWING, outage=["conversion"])
     assert d.rule is Rule.SHADOW_PASSED
-    assert "conversion" not in d.status.strata[0].baseline.get("v2", {})
-    # the outcome series appear: they settle (one window) before the baseline is taken
+    assert "conversion" not in d.status.checkpoints
+    # the outcome series appear: the first reading counts from the end of the shadow phase, the
+    # stratum settles on it, and counts from then on
     d = exp.tick()
-    assert d.status.data_resumed_at == exp.now
-    assert "conversion" not in d.status.strata[0].baseline.get("v2", {})
+    assert d.status.checkpoints["conversion"] == exp.now
+    stratum = d.status.strata[0]
+    assert stratum.counted_from == exp.now
+    assert all(c.trials == 0 for per in stratum.totals.values() for c in per.values())
     d = exp.tick()
-    baseline = d.status.strata[0].baseline["v2"]["conversion"]
-    readings = exp.observed[-1].metrics["conversion"]
-    assert isinstance(readings, dict)
-    assert baseline == readings["v2"]
+    assert d.status.strata[0].totals["v2"]["conversion"].trials > 0
     assert exp.until(finished).phase is Phase.PROMOTED
 
 
@@ -842,7 +887,7 @@ def test_the_srm_test_expects_the_recorded_achieved_split() -> None:
         for _ in range(40):
             exp.world.serve({"v1": 80, "v2": 20}, {}, 30)
             exp.now += timedelta(seconds=30)
-            obs = exp.world.observations(exp.now)
+            obs = exp.world.observations(exp.now, exp.status)
             exp.status = decide(exp.spec, exp.status, obs, exp.now).status
         assert exp.status.analysis is not None
         assert exp.status.analysis.srm is not None

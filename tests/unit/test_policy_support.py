@@ -3,7 +3,8 @@ the route weights into cumulative counters, and a fake clock that ticks ``decide
 
 ``Experiment(spec, World(...)).tick()`` advances the clock by the spec's interval, lets the world
 serve that interval's requests with the routes of the last decision, builds the Observations
-(cumulative since the experiment started) and calls ``decide``. Faults are injected per tick:
+(the counters' increments since each metric's checkpoint, as the provider reads them: one series
+per variant, sampled at every tick) and calls ``decide``. Faults are injected per tick:
 ``outage=`` (metrics that read Unknown), ``annotations=``, ``spec_errors=``, or by changing the
 world (``world.truth[...]``, ``world.loss[...]``). The tests of this module check the helpers.
 """
@@ -21,9 +22,18 @@ import numpy as np
 import pytest
 
 from modelrollout.api.spec import ModelExperimentSpec
-from modelrollout.api.status import MetricCounters, ModelExperimentStatus, Phase
-from modelrollout.observations import Observations, ShadowCounts, SpecError, Unknown
+from modelrollout.api.status import ModelExperimentStatus, Phase
+from modelrollout.observations import (
+    DIVERGENCE,
+    CounterReading,
+    Increment,
+    Observations,
+    SpecError,
+    Unknown,
+    VariantCounts,
+)
 from modelrollout.policy import Decision, decide
+from modelrollout.policy.counts import FIELDS
 
 pytestmark = pytest.mark.unit
 
@@ -39,8 +49,8 @@ BASE_SPEC: dict[str, Any] = {
         "primary": {
             "name": "conversion",
             "type": "proportion",
-            "successes": 'sum(c{m="{{variant}}"})',
-            "trials": 'sum(r{m="{{variant}}"})',
+            "successes": 'c{m="{{variant}}"}',
+            "trials": 'r{m="{{variant}}"}',
             "minimumDetectableEffect": 0.1,
         },
         "guardrails": [{"name": "errors", "preset": "istio-error-rate", "maxRelativeIncrease": 0.5}],
@@ -76,6 +86,10 @@ def challengers(*names: str) -> list[dict[str, str]]:
     return [{"name": n, "service": f"model-{n}"} for n in names]
 
 
+#: The counters at one time: (time, metric -> variant -> field -> total, challenger -> [compared, differing]).
+Snapshot = tuple[datetime, dict[str, dict[str, dict[str, float]]], dict[str, list[float]]]
+
+
 @dataclass
 class World:
     """Simulated traffic: ``rps`` requests per second split by the routes, outcomes drawn with a
@@ -92,6 +106,7 @@ class World:
     default: dict[str, Any] = field(default_factory=lambda: {"conversion": 0.2, "errors": 0.01})
     loss: dict[str, float] = field(default_factory=dict)
     divergence: dict[str, float] = field(default_factory=dict)
+    spacing: float = 30.0
 
     def __post_init__(self) -> None:
         self.rng = np.random.default_rng(self.seed)
@@ -100,6 +115,8 @@ class World:
     def reset(self) -> None:
         self.totals: dict[str, dict[str, dict[str, float]]] = {}
         self.shadow: dict[str, list[float]] = {}
+        self.history: list[Snapshot] = []
+        self.anchors: dict[tuple[str, str], dict[datetime, datetime]] = {}
 
     def _truth(self, metric: str, variant: str) -> Any:
         return self.truth.get(metric, {}).get(variant, self.default.get(metric))
@@ -154,60 +171,92 @@ class World:
                         },
                     )
 
+    def _snapshot(self, at: datetime) -> None:
+        """Remember the counters as they are at ``at`` (the samples a scrape at ``at`` would take)."""
+        self.history.append((at, copy.deepcopy(self.totals), {c: list(v) for c, v in self.shadow.items()}))
+
+    def _totals_at(self, at: datetime) -> Snapshot:
+        """The latest snapshot at or before ``at`` (zeros, dated long before, when there is none)."""
+        found: Snapshot = (T0 - timedelta(days=1), {}, {})
+        for snap in self.history:
+            if snap[0] <= at:
+                found = snap
+        return found
+
+    def _counters(self, name: str, variant: str, snap: Snapshot) -> dict[str, float]:
+        if name == DIVERGENCE:
+            compared, differing = snap[2].get(variant, [0.0, 0.0])
+            return {"successes": differing, "trials": compared}
+        got: dict[str, float] = snap[1].get(name, {}).get(variant, {})
+        return got
+
     def observations(
         self,
         at: datetime,
+        status: ModelExperimentStatus | None = None,
         *,
         outage: Iterable[str] = (),
-        stale: Mapping[str, Mapping[str, Mapping[str, float]]] | None = None,
+        stale: Mapping[str, Iterable[str]] | None = None,
         annotations: Mapping[str, str] | None = None,
         spec_errors: tuple[SpecError, ...] = (),
         generation: int = 1,
     ) -> Observations:
-        """The cumulative readings, with ``outage`` metrics (or ``"shadow"``) Unknown; ``stale``
-        (metric -> variant -> counters) replaces some readings by older ones, as Prometheus answers
-        for a target it has not scraped again since it came back."""
+        """What the provider would read at ``at``, for a policy whose memory is ``status``: each
+        metric's increments per variant (one series each) since its anchor, the counters as they
+        were at the checkpoint (anchors are kept by checkpoint, as the provider's memo does).
+
+        ``outage`` metrics (or ``"shadow"`` for the divergence) read Unknown; ``stale`` (metric ->
+        variants) gives those variants no new sample this tick, as for a target Prometheus has not
+        scraped again: what they count arrives with a later reading."""
+        status = status or ModelExperimentStatus()
+        self._snapshot(at)
         dead = set(outage)
+        stale = {k: set(v) for k, v in (stale or {}).items()}
         metrics: dict[str, Any] = {}
-        for metric in [
-            self.spec.metrics.primary,
-            *self.spec.metrics.secondary,
-            *self.spec.metrics.guardrails,
-        ]:
-            if metric.name in dead:
-                metrics[metric.name] = Unknown("prometheus: connection refused")
+        names: list[tuple[str, str, tuple[str, ...]]] = [
+            (m.name, m.metric_type.value, self.spec.variant_names())
+            for m in (self.spec.metrics.primary, *self.spec.metrics.secondary, *self.spec.metrics.guardrails)
+        ]
+        if self.spec.shadow.divergence is not None:
+            names.append((DIVERGENCE, "proportion", tuple(c.name for c in self.spec.challengers)))
+        for name, mtype, variants in names:
+            if name in dead or (name == DIVERGENCE and "shadow" in dead):
+                metrics[name] = Unknown("prometheus: connection refused")
                 continue
-            fields = {
-                "proportion": ("successes", "trials"),
-                "mean": ("count", "sum", "sum_of_squares"),
-                "ratio": (
-                    "units",
-                    "numerator",
-                    "denominator",
-                    "numerator_squares",
-                    "denominator_squares",
-                    "cross_products",
-                ),
-            }[metric.metric_type.value]
-            per = {}
-            for variant in self.spec.variant_names():
-                got = self.totals.get(metric.name, {}).get(variant, {})
-                got = (stale or {}).get(metric.name, {}).get(variant, got)
-                per[variant] = MetricCounters(**{f: got.get(f, 0.0) for f in fields})
-            metrics[metric.name] = per
-        shadow: dict[str, Any] = {}
-        for c in self.spec.challengers:
-            compared, differing = self.shadow.get(c.name, [0.0, 0.0])
-            counts = ShadowCounts(compared, differing)
-            shadow[c.name] = Unknown("no shadow data") if "shadow" in dead else counts
+            since = status.checkpoints.get(name)
+            origin = since or status.counted_since or status.started_at or at
+            per: dict[str, VariantCounts] = {}
+            for variant in variants:
+                key = (name, variant)
+                remembered = self.anchors.get(key, {}).get(since) if since is not None else None
+                base = self._totals_at(remembered if remembered is not None else origin)
+                now_snap = base if variant in stale.get(name, set()) else self.history[-1]
+                new, old = self._counters(name, variant, now_snap), self._counters(name, variant, base)
+                fields = {
+                    f: (
+                        Increment(
+                            base[0].timestamp(), now_snap[0].timestamp(), new.get(f, 0.0) - old.get(f, 0.0)
+                        ),
+                    )
+                    for f in FIELDS[mtype]
+                } if now_snap[0] > base[0] else dict.fromkeys(FIELDS[mtype], ())
+                self.anchors.setdefault(key, {})[_ms(at)] = now_snap[0]
+                per[variant] = VariantCounts(
+                    fields=fields, lag=(at - now_snap[0]).total_seconds(), spacing=self.spacing
+                )
+            metrics[name] = CounterReading(since=since, until=_ms(at), variants=per)
         return Observations(
             at=at,
             metrics=metrics,
-            shadow=shadow,
             spec_errors=spec_errors,
             annotations=dict(annotations or {}),
             generation=generation,
         )
+
+
+def _ms(at: datetime) -> datetime:
+    """``at`` to the millisecond, as the provider's checkpoints are."""
+    return at.replace(microsecond=at.microsecond // 1000 * 1000)
 
 
 class Experiment:
@@ -252,8 +301,7 @@ class Experiment:
             self.world.serve(routes.weights, routes.mirrors, dt)
         self.now += timedelta(seconds=dt)
         annotations = {**self.annotations, **faults.pop("annotations", {})}
-        obs = self.world.observations(self.now, annotations=annotations, **faults)
-        started = (self.status.started_at, self.status.counted_since)
+        obs = self.world.observations(self.now, self.status, annotations=annotations, **faults)
         given = self.status.model_copy(deep=True)
         decision = decide(self.spec, self.status, obs, self.now)
         assert self.status == given, "decide changed the status it was given"
@@ -268,8 +316,6 @@ class Experiment:
             assert echoed.status == decision.status, "the JSON round trip changes the decision"
             assert (echoed.rule, echoed.routes) == (decision.rule, decision.routes)
         self.observed.append(obs)
-        if (decision.status.started_at, decision.status.counted_since) != started:
-            self.world.reset()  # the provider's counts run from the (new) start of the window
         self.status = decision.status
         self.decisions.append(decision)
         return decision
@@ -306,20 +352,51 @@ def roundtrip(status: ModelExperimentStatus) -> ModelExperimentStatus:
 # --- the helpers' own tests ------------------------------------------------------------------
 
 
-def test_world_is_cumulative_and_seeded() -> None:
+def test_world_reads_increments_since_the_checkpoint_and_is_seeded() -> None:
     spec = make_spec()
     a, b = World(spec, seed=7), World(spec, seed=7)
+    t1, t2 = T0 + timedelta(seconds=30), T0 + timedelta(seconds=60)
+    status = ModelExperimentStatus(started_at=T0, counted_since=T0)
     for world in (a, b):
+        world.observations(T0, status)  # the counters at the start
         world.serve({"v1": 90, "v2": 10}, {}, 30)
-    first = a.observations(T0).metrics["conversion"]
+    first = a.observations(t1, status).metrics["conversion"]
+    assert isinstance(first, CounterReading)
+    assert first.since is None
+    [inc] = first.variants["v1"].fields["trials"]
+    assert (inc.start, inc.end) == (T0.timestamp(), t1.timestamp())
+    assert inc.value > 2000
+    assert b.observations(t1, status).metrics["conversion"] == first
+    # The next reading continues from the checkpoint the policy keeps
     a.serve({"v1": 90, "v2": 10}, {}, 30)
-    second = a.observations(T0).metrics["conversion"]
-    assert isinstance(first, Mapping)
-    assert isinstance(second, Mapping)
-    assert first["v1"].trials is not None
-    assert second["v1"].trials is not None
-    assert second["v1"].trials > first["v1"].trials > 2000
-    assert b.observations(T0).metrics["conversion"] == first
+    later = status.model_copy(update={"checkpoints": {"conversion": t1}})
+    second = a.observations(t2, later).metrics["conversion"]
+    assert isinstance(second, CounterReading)
+    [inc2] = second.variants["v1"].fields["trials"]
+    assert (inc2.start, inc2.end) == (t1.timestamp(), t2.timestamp())
+    assert inc2.value > 2000
+    assert a.totals["conversion"]["v1"]["trials"] == inc.value + inc2.value
+
+
+def test_a_stale_variant_reads_nothing_new_and_catches_up_later() -> None:
+    spec = make_spec()
+    world = World(spec, seed=1)
+    status = ModelExperimentStatus(started_at=T0, counted_since=T0)
+    world.observations(T0, status)
+    world.serve({"v1": 50, "v2": 50}, {}, 30)
+    t1 = T0 + timedelta(seconds=30)
+    held = world.observations(t1, status, stale={"conversion": ["v2"]}).metrics["conversion"]
+    assert isinstance(held, CounterReading)
+    assert held.variants["v2"].fields["trials"] == ()
+    assert held.variants["v2"].lag == 30.0
+    world.serve({"v1": 50, "v2": 50}, {}, 30)
+    t2 = t1 + timedelta(seconds=30)
+    later = world.observations(t2, status.model_copy(update={"checkpoints": {"conversion": t1}}))
+    reading = later.metrics["conversion"]
+    assert isinstance(reading, CounterReading)
+    [inc] = reading.variants["v2"].fields["trials"]
+    assert inc.start == T0.timestamp()
+    assert inc.value == world.totals["conversion"]["v2"]["trials"]
 
 
 def test_outage_reads_unknown_and_experiment_ticks_the_clock() -> None:

@@ -264,18 +264,18 @@ def test_abn_report_draws_every_challenger(tmp_path: Path) -> None:
 MEAN_PRIMARY = {
     "name": "basket",
     "type": "mean",
-    "count": 'sum(a{m="{{variant}}"})',
-    "sum": 'sum(b{m="{{variant}}"})',
-    "sumOfSquares": 'sum(c{m="{{variant}}"})',
+    "count": 'a{m="{{variant}}"}',
+    "sum": 'b{m="{{variant}}"}',
+    "sumOfSquares": 'c{m="{{variant}}"}',
     "minimumDetectableEffect": 0.5,
     "mdeType": "absolute",
 }
 RATIO_PRIMARY = {
     "name": "ctr",
     "type": "ratio",
-    **{f: f'sum({f}{{m="{{{{variant}}}}"}})' for f in ("units", "numerator", "denominator")},
-    **{f: f'sum({f}{{m="{{{{variant}}}}"}})' for f in ("numeratorSquares", "denominatorSquares")},
-    "crossProducts": 'sum(x{m="{{variant}}"})',
+    **{f: f'{f}{{m="{{{{variant}}}}"}}' for f in ("units", "numerator", "denominator")},
+    **{f: f'{f}{{m="{{{{variant}}}}"}}' for f in ("numeratorSquares", "denominatorSquares")},
+    "crossProducts": 'x{m="{{variant}}"}',
     "minimumDetectableEffect": 0.05,
 }
 THRESHOLD_GUARDRAIL = {"name": "errors", "preset": "istio-error-rate", "threshold": 0.05, "failureLimit": 3}

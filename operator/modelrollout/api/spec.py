@@ -17,12 +17,12 @@ from pydantic import Field, StrictBool, StrictFloat, StrictInt
 from modelrollout.api._rules import Reason, Rule, SpecModel, all_set, any_set, cel_list, unique
 from modelrollout.api.presets import PRESETS, DivergencePreset, MetricType, Preset, effective_type
 from modelrollout.api.types import (
+    CounterSelectorTemplate,
     DataKey,
     DNSLabel,
     Duration,
     HeaderName,
     PositiveDuration,
-    PromQLTemplate,
     ResourceName,
     RouteName,
     ServiceName,
@@ -240,12 +240,12 @@ class DivergenceQueries(SpecModel):
         description="A built-in divergence metric (sdk-shadow-divergence: the SDK's shadow comparison "
         "counters). Give this or both queries.",
     )
-    differing: PromQLTemplate | None = Field(
+    differing: CounterSelectorTemplate | None = Field(
         default=None,
-        description="PromQL template: mirrored requests whose prediction differed from the champion's.",
+        description="Counter selector: mirrored requests whose prediction differed from the champion's.",
     )
-    compared: PromQLTemplate | None = Field(
-        default=None, description="PromQL template: mirrored requests whose predictions were compared."
+    compared: CounterSelectorTemplate | None = Field(
+        default=None, description="Counter selector: mirrored requests whose predictions were compared."
     )
 
     cel_rules = (
@@ -439,14 +439,18 @@ def _query_rules() -> tuple[Rule, ...]:
     return tuple(rules)
 
 
-_TEMPLATE_NOTE = " PromQL template with {{variant}} (and optionally {{namespace}}, {{window}})."
+_TEMPLATE_NOTE = (
+    " A selector of counter series, with {{variant}} (and optionally {{namespace}}): the operator "
+    "counts their raw samples exactly."
+)
 
 
 class MetricQueries(SpecModel):
-    """A metric's name and where its numbers come from: a preset, or PromQL templates of its type.
+    """A metric's name and where its numbers come from: a preset, or counter selectors of its type.
 
-    Each query returns one number per variant: the aggregate over the range ``{{window}}``, or a
-    cumulative counter (the operator subtracts the value at the start of each step).
+    Each field is a selector of counter series (``clicks_total{model="{{variant}}"}``); the operator
+    reads their raw samples and counts each series' increments exactly, counter resets included
+    (:mod:`modelrollout.metrics.counting`). A counter must only grow, except when it resets.
     """
 
     name: DNSLabel = Field(
@@ -467,38 +471,38 @@ class MetricQueries(SpecModel):
     threshold_ms: StrictFloat | None = Field(
         default=None, gt=0, le=3_600_000, description="Latency bound in milliseconds of the latency presets."
     )
-    successes: PromQLTemplate | None = Field(
+    successes: CounterSelectorTemplate | None = Field(
         default=None, description="proportion: number of events (e.g. clicks, errors)." + _TEMPLATE_NOTE
     )
-    trials: PromQLTemplate | None = Field(
+    trials: CounterSelectorTemplate | None = Field(
         default=None,
         description="proportion: number of trials (e.g. impressions, requests)." + _TEMPLATE_NOTE,
     )
-    count: PromQLTemplate | None = Field(
+    count: CounterSelectorTemplate | None = Field(
         default=None, description="mean: number of observations." + _TEMPLATE_NOTE
     )
-    sum: PromQLTemplate | None = Field(
+    sum: CounterSelectorTemplate | None = Field(
         default=None, description="mean: sum of the observed values." + _TEMPLATE_NOTE
     )
-    sum_of_squares: PromQLTemplate | None = Field(
+    sum_of_squares: CounterSelectorTemplate | None = Field(
         default=None, description="mean: sum of the squared observed values." + _TEMPLATE_NOTE
     )
-    units: PromQLTemplate | None = Field(
+    units: CounterSelectorTemplate | None = Field(
         default=None, description="ratio: number of randomization units (users)." + _TEMPLATE_NOTE
     )
-    numerator: PromQLTemplate | None = Field(
+    numerator: CounterSelectorTemplate | None = Field(
         default=None, description="ratio: sum over units of the numerator Y." + _TEMPLATE_NOTE
     )
-    denominator: PromQLTemplate | None = Field(
+    denominator: CounterSelectorTemplate | None = Field(
         default=None, description="ratio: sum over units of the denominator X." + _TEMPLATE_NOTE
     )
-    numerator_squares: PromQLTemplate | None = Field(
+    numerator_squares: CounterSelectorTemplate | None = Field(
         default=None, description="ratio: sum over units of Y squared." + _TEMPLATE_NOTE
     )
-    denominator_squares: PromQLTemplate | None = Field(
+    denominator_squares: CounterSelectorTemplate | None = Field(
         default=None, description="ratio: sum over units of X squared." + _TEMPLATE_NOTE
     )
-    cross_products: PromQLTemplate | None = Field(
+    cross_products: CounterSelectorTemplate | None = Field(
         default=None, description="ratio: sum over units of Y times X." + _TEMPLATE_NOTE
     )
 

@@ -5,7 +5,8 @@ repeats nor skips a step. Everything the policy needs across ticks is therefore 
 
 * the phase, step, weights and their start times;
 * the data-quality counters (``consecutiveErrors``, ``dataOutageSince``);
-* per-step counter snapshots (``strata``) for the stratified analysis and the SRM test;
+* per-metric checkpoints of the exact counts (``checkpoints``), the counts since counting started
+  (``totals``) and per-stratum counts (``strata``) for the stratified analysis and the SRM test;
 * the sequential tests' state (``sequential``: running maximum of the log e-process, the frozen
   mixing variance, the running confidence interval; ``srmMaxLogEValue``);
 * dropped challengers, and the manual-control annotations already acted on;
@@ -41,8 +42,8 @@ from modelrollout.api.types import DNSLabel
 
 #: Most entries kept in ``status.history``; :meth:`ModelExperimentStatus.record` drops the oldest.
 HISTORY_LIMIT: Final = 50
-#: Most entries in ``status.strata`` (one per step, plus restarts by ``retry``).
-STRATA_LIMIT: Final = 2 * MAX_STEPS
+#: Most entries in ``status.strata`` (one per step, plus challengers dropped and sample ratio restarts).
+STRATA_LIMIT: Final = 3 * MAX_STEPS
 _MAX_VARIANTS: Final = MAX_CHALLENGERS + 1
 _MAX_METRICS: Final = 1 + MAX_SECONDARY_METRICS + MAX_GUARDRAILS
 
@@ -252,27 +253,114 @@ class MetricCounters(StatusModel):
 CountersByVariant = dict[str, dict[str, MetricCounters]]
 
 
-class Stratum(StatusModel):
-    """One step of the rollout as a stratum of the analysis: its weights, its span and its counts.
+class SettleReason(StrEnum):
+    """How a stratum's counting start was decided (see :mod:`modelrollout.policy.counts`)."""
 
-    Counts are stratified by step (each step's difference is estimated on its own, then combined)
-    so a change of weights cannot bias the comparison.
+    WEIGHTS_SEEN = "WeightsSeen"
+    SETTLE_LIMIT = "SettleLimit"
+    UNCHANGED = "Unchanged"
+
+
+class Settle(StatusModel):
+    """When and why a stratum began to count, after its weights were applied."""
+
+    reason: SettleReason = Field(
+        description="WeightsSeen: the counts showed the new split (a likelihood ratio against the old "
+        "split); SettleLimit: they could not tell within the limit (low traffic, or close splits); "
+        "Unchanged: the split did not change (a restart of the step's counting)."
+    )
+    seconds: float = Field(ge=0, description="From the weights' change to the start of counting.")
+    limit_seconds: float | None = Field(
+        default=None, ge=0, description="The longest settle: a few scrape intervals and ticks."
+    )
+    log_likelihood_ratio: float | None = Field(
+        default=None, description="WeightsSeen: log of the evidence for the new split over the old one."
+    )
+    scrape_interval_seconds: float | None = Field(
+        default=None, ge=0, description="The scrape interval seen in the samples while settling."
+    )
+
+
+class SettleSlice(StatusModel):
+    """Samples of the primary metric in one tick's slice of a settling stratum (by sample start)."""
+
+    end: Timestamp = Field(description="The slice holds the increments that start before this time.")
+    samples: dict[str, float] = Field(
+        default_factory=dict, max_length=_MAX_VARIANTS, description="Samples per variant."
+    )
+    exposure: dict[str, float] = Field(
+        default_factory=dict,
+        max_length=_MAX_VARIANTS,
+        description="Seconds of counting per variant (the spans of the increments, summed).",
+    )
+
+
+#: Most slices a settling stratum keeps (older ones are merged).
+SETTLE_SLICES_LIMIT: Final = 32
+#: Most scrape targets a stratum keeps apart per variant (the rest are kept together).
+TARGETS_LIMIT: Final = 64
+#: The key of a stratum's sampling that stands for all its targets (an ended stratum, or overflow).
+ALL_TARGETS: Final = "*"
+
+
+class TargetSampling(StatusModel):
+    """What one scrape target's series of the primary metric's samples counted in a stratum."""
+
+    samples: float = Field(default=0.0, description="Samples counted (resets left out).")
+    seconds: float = Field(
+        default=0.0, ge=0, description="Seconds covered: the spans of its increments, summed."
+    )
+
+
+class Stratum(StatusModel):
+    """A span of the rollout with constant weights: a step, or a part of one (after a challenger was
+    dropped, or after the counting of a step restarted on a sample ratio alarm).
+
+    Counts are stratified (each stratum's difference is estimated on its own, then combined) so a
+    change of weights cannot bias the comparison. A stratum counts the increments of counter series
+    that start at or after ``countedFrom`` and end by ``endedAt``: exact counts, which start only
+    once the counts show the new weights in effect (``settle``).
     """
 
     step: int = Field(ge=0, le=MAX_STEPS - 1, description="Index of the step in spec.rollout.steps.")
     weights: dict[str, Percent] = Field(max_length=_MAX_VARIANTS, description="The weights during this step.")
-    started_at: Timestamp = Field(description="When the step's weights were applied.")
-    ended_at: Timestamp | None = Field(default=None, description="When the step ended (unset while it runs).")
-    baseline: CountersByVariant = Field(
+    previous_weights: dict[str, Percent] = Field(
         default_factory=dict,
         max_length=_MAX_VARIANTS,
-        description="Cumulative counter values at the start of the step, per variant and metric; "
-        "subtracted from later readings of cumulative queries.",
+        description="The weights before (the settle tells the new split from this one).",
+    )
+    started_at: Timestamp = Field(description="When the step's weights were applied.")
+    ended_at: Timestamp | None = Field(default=None, description="When the step ended (unset while it runs).")
+    counted_from: Timestamp | None = Field(
+        default=None,
+        description="Increments that start at or after this time count (unset while the stratum settles).",
+    )
+    settle: Settle | None = Field(default=None, description="How the start of counting was decided.")
+    settling: list[SettleSlice] = Field(
+        default_factory=list,
+        max_length=SETTLE_SLICES_LIMIT,
+        description="While settling: the primary metric's samples per tick since the weights changed.",
+    )
+    srm_epoch: int = Field(
+        default=0, ge=0, description="The sample ratio test's epoch (it restarts after an alarm)."
+    )
+    spacing: float = Field(
+        default=0.0, ge=0, description="The largest spacing of the primary metric's samples, in seconds."
+    )
+    resets: dict[str, int] = Field(
+        default_factory=dict, max_length=_MAX_VARIANTS, description="Counter resets seen, per variant."
+    )
+    sampling: dict[str, dict[str, TargetSampling]] = Field(
+        default_factory=dict,
+        max_length=_MAX_VARIANTS,
+        description="Per variant and scrape target: the primary metric's samples and the seconds they "
+        "cover (the sample ratio test expects each variant's share of weight times covered time); "
+        "one entry, '*', once the stratum has ended.",
     )
     totals: CountersByVariant = Field(
         default_factory=dict,
         max_length=_MAX_VARIANTS,
-        description="The step's own aggregates per variant and metric (final once endedAt is set).",
+        description="The stratum's own counts per variant and metric (final once endedAt is set).",
     )
 
 
@@ -315,6 +403,44 @@ class SequentialState(StatusModel):
         default=None,
         description="method fixed: the difference (challenger minus champion) at that single test.",
     )
+
+
+class SRMAlarm(StatusModel):
+    """A sample ratio mismatch the test found, and what became of it."""
+
+    at: Timestamp = Field(description="When the test found it.")
+    step: int = Field(ge=0, le=MAX_STEPS - 1, description="The step it was found in.")
+    p_value: _Probability = Field(description="The always-valid p-value that crossed the threshold.")
+    observed_shares: dict[str, _Probability] = Field(
+        default_factory=dict, max_length=_MAX_VARIANTS, description="The split that was seen."
+    )
+    expected_shares: dict[str, _Probability] = Field(
+        default_factory=dict, max_length=_MAX_VARIANTS, description="The split the weights give."
+    )
+    confirmed: bool = Field(
+        default=False,
+        description="True when the counts after the restart found the mismatch again: it holds until "
+        "a human acts.",
+    )
+
+
+class SRMState(StatusModel):
+    """The sample ratio test's memory: its epoch, its running maximum, and an alarm being checked."""
+
+    epoch: int = Field(
+        default=0,
+        ge=0,
+        description="The strata of this epoch are tested together; an alarm starts a new one.",
+    )
+    max_log_e_value: float = Field(
+        default=0.0, description="Running maximum of the log e-process in this epoch."
+    )
+    alarm: SRMAlarm | None = Field(
+        default=None,
+        description="A mismatch found and not yet cleared: the experiment holds while fresh counts "
+        "check it.",
+    )
+    cleared: int = Field(default=0, ge=0, description="Alarms that the counts after them contradicted.")
 
 
 class PauseReason(StrEnum):
@@ -446,8 +572,8 @@ class ModelExperimentStatus(StatusModel):
     shadow_started_at: Timestamp | None = Field(default=None, description="When the shadow phase started.")
     counted_since: Timestamp | None = Field(
         default=None,
-        description="Start of the window of every query (startedAt until the shadow phase passes, then "
-        "the end of the shadow phase).",
+        description="Start of the counts in totals (startedAt until the shadow phase passes, then the "
+        "end of the shadow phase).",
     )
     step_started_at: Timestamp | None = Field(
         default=None, description="When the current step's weights were applied."
@@ -457,16 +583,16 @@ class ModelExperimentStatus(StatusModel):
     data_outage_since: Timestamp | None = Field(
         default=None, description="Start of the current stretch without usable metrics."
     )
-    data_resumed_at: Timestamp | None = Field(
-        default=None,
-        description="When usable metrics came back after a stretch without; counts are left out "
-        "until the readings of every variant are fresh again (one settle window, and each reading "
-        "grown past resumedFrom).",
-    )
-    resumed_from: dict[str, dict[str, float]] = Field(
+    checkpoints: dict[str, Timestamp] = Field(
         default_factory=dict,
-        description="The samples of each metric and variant when usable metrics came back: a reading "
-        "that has not grown past it may still be the one from before the outage.",
+        max_length=_MAX_METRICS + 1,
+        description="Per metric: the time up to which its counter increments have been counted.",
+    )
+    totals: CountersByVariant = Field(
+        default_factory=dict,
+        max_length=_MAX_VARIANTS,
+        description="Counts per variant and metric since countedSince (the guardrails and the shadow "
+        "divergence use them).",
     )
     strata: list[Stratum] = Field(
         default_factory=list,
@@ -478,9 +604,7 @@ class ModelExperimentStatus(StatusModel):
         max_length=_MAX_VARIANTS,
         description="Sequential test state per challenger, then per metric or guardrail name.",
     )
-    srm_max_log_e_value: float = Field(
-        default=0.0, description="Running maximum of the log e-process of the sample ratio mismatch test."
-    )
+    srm: SRMState = Field(default_factory=SRMState, description="The sample ratio test's memory.")
     dropped_challengers: list[DroppedChallenger] = Field(
         default_factory=list, max_length=MAX_CHALLENGERS, description="Challengers taken out, in order."
     )

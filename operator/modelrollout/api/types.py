@@ -1,4 +1,4 @@
-"""Scalar types of the API: durations, Kubernetes names, URLs and PromQL templates.
+"""Scalar types of the API: durations, Kubernetes names, URLs and counter selector templates.
 
 Each type is an ``Annotated`` string whose constraints show up in the CRD (``maxLength``, which
 also bounds the cost of CEL rules) and whose format checks are :class:`~modelrollout.api._rules.Rule` s,
@@ -13,17 +13,17 @@ and ``1m30s`` are the same duration. The pattern is :data:`DURATION_PATTERN`;
 
 Templates
 ---------
-Metric queries are PromQL with three placeholders that the operator fills in:
+A metric's fields are counter series selectors with two placeholders that the operator fills in:
 
 ``{{variant}}``
-    the variant's name (``spec.champion.name`` or a challenger's name); required in every query,
+    the variant's name (``spec.champion.name`` or a challenger's name); required in every field,
     since each variant needs its own series;
 ``{{namespace}}``
-    the experiment's namespace;
-``{{window}}``
-    the range the operator aggregates over (everything since counting started), as a PromQL
-    duration exact to the millisecond (``930s``, ``929200ms``).
+    the experiment's namespace.
 
+The operator counts the raw samples of every series the selector matches, exactly (see
+:mod:`modelrollout.api.selectors` and :mod:`modelrollout.metrics.counting`), so there is no
+``{{window}}``: a field is never an aggregate over a range.
 Any other ``{{...}}`` is rejected.
 """
 
@@ -200,11 +200,17 @@ Url = Annotated[
 #: The name of an Istio HTTP route or of a Gateway API rule.
 RouteName = Annotated[str, Field(min_length=1, max_length=253)]
 
-# --- PromQL templates --------------------------------------------------------------------------
+# --- counter selector templates ------------------------------------------------------------------
 
-#: The placeholders a query template may use.
-PLACEHOLDERS: Final = ("{{variant}}", "{{namespace}}", "{{window}}")
+#: The placeholders a counter selector template may use.
+PLACEHOLDERS: Final = ("{{variant}}", "{{namespace}}")
 _MAX_TEMPLATE_LENGTH = 4096
+#: The shape of a series selector: an optional metric name, then optional label matchers in braces
+#: (the operator parses it fully, see :mod:`modelrollout.api.selectors`). RE2 and Python alike.
+_SELECTOR_SHAPE = (
+    r"[ \t\r\n]*([a-zA-Z_:][a-zA-Z0-9_:]*)?[ \t\r\n]*"
+    r"([{][^{}]*([{][{](variant|namespace)[}][}][^{}]*)*[}])?[ \t\r\n]*"
+)
 
 
 def _without_placeholders(template: str) -> str:
@@ -213,41 +219,48 @@ def _without_placeholders(template: str) -> str:
     return template
 
 
-def render_template(template: str, *, variant: str, namespace: str, window: str) -> str:
-    """Fill in a query template's placeholders.
+def render_template(template: str, *, variant: str, namespace: str) -> str:
+    """Fill in a counter selector template's placeholders.
 
     Parameters
     ----------
     template : str
-        A PromQL template (see the module docstring).
+        A counter selector template (see the module docstring).
     variant, namespace : str
         The variant's name and the experiment's namespace.
-    window : str
-        A PromQL duration such as ``930s``.
     """
-    return (
-        template.replace("{{variant}}", variant)
-        .replace("{{namespace}}", namespace)
-        .replace("{{window}}", window)
-    )
+    return template.replace("{{variant}}", variant).replace("{{namespace}}", namespace)
 
 
 _STRIP = "".join(f".replace('{p}', '')" for p in PLACEHOLDERS)
+_SHAPE = re.compile(_SELECTOR_SHAPE)
 _TEMPLATE_RULES = (
     Rule(
+        cel="!self.contains('{{window}}')",
+        message="a field is a counter selector that the operator counts exactly, without {{window}}: "
+        'write clicks_total{model="{{variant}}"}, not sum(increase(clicks_total{...}[{{window}}]))',
+        check=lambda value: "{{window}}" not in value,
+    ),
+    Rule(
         cel="self.contains('{{variant}}')",
-        message="the query must select one variant with {{variant}}",
+        message="the selector must select one variant with {{variant}}",
         check=lambda value: "{{variant}}" in value,
     ),
     Rule(
         cel=f"!self{_STRIP}.contains('{{{{')",
-        message="unknown placeholder: only {{variant}}, {{namespace}} and {{window}} are allowed",
+        message="unknown placeholder: only {{variant}} and {{namespace}} are allowed",
         check=lambda value: "{{" not in _without_placeholders(value),
+    ),
+    Rule(
+        cel=f"self.matches('^{_SELECTOR_SHAPE}$')",
+        message='must be a series selector of counters, a metric name and label matchers such as '
+        'clicks_total{model="{{variant}}"}, not an expression',
+        check=lambda value: _SHAPE.fullmatch(value) is not None,
     ),
 )
 
-#: A PromQL query template (see the module docstring).
-PromQLTemplate = Annotated[
+#: A template of a counter series selector (see the module docstring).
+CounterSelectorTemplate = Annotated[
     str,
     Field(min_length=1, max_length=_MAX_TEMPLATE_LENGTH),
     Cel(_TEMPLATE_RULES),

@@ -1,14 +1,15 @@
 """The Prometheus metrics provider, on ``prometheus_api_client.PrometheusConnect``.
 
-One instant query per metric field (see :mod:`modelrollout.metrics.queries`), evaluated at the
-tick's time ``at`` (the ``time`` parameter, to the millisecond, the precision ``{{window}}`` is
-rendered in: see :func:`~modelrollout.metrics.queries.window_since`), with a timeout both on the
-HTTP request and on the server's evaluation (the ``timeout`` parameter):
+A tick reads the raw samples of every counter selector (see :mod:`modelrollout.metrics.counters`)
+with an instant query of its range selector, evaluated at the tick's time to the millisecond, and
+counts them exactly (:mod:`modelrollout.metrics.counting`). Each request has a timeout both on
+the HTTP request and on the server's evaluation (the ``timeout`` parameter):
 ``spec.metrics.prometheus.timeout``. The HTTP client does not retry on its own beyond one
 immediate reconnect (a tick is the retry: a failed query is an
-:class:`~modelrollout.observations.Unknown` now and is asked again at the next tick), so a tick
-never waits longer than the timeout per query. Once a query finds Prometheus unreachable, the
-rest of that tick's queries are not sent and get the same reason.
+:class:`~modelrollout.observations.Unknown` now and is asked again at the next tick, from the same
+checkpoint, so nothing is lost), so a tick never waits longer than the timeout per query. Once a
+query finds Prometheus unreachable, the rest of that tick's queries are not sent and get the same
+reason.
 
 How each failure reads (the ``reason`` of the ``Unknown``):
 
@@ -25,18 +26,17 @@ HTTP 422 ``execution``                          ``Prometheus could not evaluate 
 HTTP 503 ``timeout``/``canceled``               ``Prometheus timed out evaluating <path>: ...``
 other HTTP status                               ``Prometheus at <address> answered HTTP <code> ...``
 an answer that is not JSON or not a vector      ``Prometheus ... unexpected/unreadable answer ...``
-a variant without a series                      ``no data for variant <v> from <path> (query: ...)``
-NaN or infinity                                 ``the query returned NaN for variant <v> ...``
-negative count, successes > trials              ``negative trials (-3) for variant <v> ...``,
-                                                ``more successes (5) than trials (4) ...``
+a variant without a series (a required field)   ``no data for variant <v> from <path> (selector:
+                                                ...)``
 =============================================  ==================================================
 
 Nothing here raises into the caller, whatever the failure.
 
-:meth:`PrometheusProvider.check` parses every query with ``/api/v1/format_query`` (Prometheus
-2.38 and later: a parse and type check without evaluation); where that endpoint is missing
-(older servers, some Prometheus-compatible backends) it evaluates the query once instead. Only a
-``bad_data`` answer is a spec error.
+:meth:`PrometheusProvider.check` parses every selector, as a range ``<selector>[1m]`` (which PromQL
+allows only on a series selector), with ``/api/v1/format_query`` (Prometheus 2.38 and later: a
+parse and type check without evaluation); where that endpoint is missing (older servers, some
+Prometheus-compatible backends) it evaluates the query once instead. Only a ``bad_data`` answer is
+a spec error.
 """
 
 from __future__ import annotations
@@ -45,13 +45,14 @@ import ast
 import asyncio
 import contextlib
 import json
+import math
 import os
 import re
 import tempfile
 import weakref
-from collections.abc import Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal
 
 import requests
@@ -63,17 +64,9 @@ from urllib3.util.retry import Retry
 from modelrollout.api.spec import Prometheus
 from modelrollout.api.types import parse_duration
 from modelrollout.errors import InvalidInputError
-from modelrollout.metrics.base import ShadowReadings
+from modelrollout.metrics.counters import CounterQuery, CounterSet
+from modelrollout.metrics.counting import AnchorMemo, count_set, milliseconds
 from modelrollout.metrics.credentials import Credentials
-from modelrollout.metrics.queries import FieldQuery, QuerySet, evaluation_time, wrap_part
-from modelrollout.metrics.results import (
-    FieldValues,
-    VariantValue,
-    field_values,
-    metric_reading,
-    shadow_counts,
-    variant_values,
-)
 from modelrollout.observations import MetricReading, SpecError, Unknown
 
 #: Default number of queries of one tick in flight at once (async methods).
@@ -280,7 +273,8 @@ class PrometheusProvider:
         if at is not None:
             if at.tzinfo is None:
                 return _Failure(f"the evaluation time of {path} must be timezone-aware", "other")
-            params["time"] = evaluation_time(at)
+            ms = milliseconds(at)
+            params["time"] = f"{ms // 1000}.{ms % 1000:03d}"
         try:
             return self._client.custom_query(promql, params=params, timeout=self.timeout)
         except Exception as exc:  # every failure becomes a reason, see the module docstring
@@ -309,92 +303,54 @@ class PrometheusProvider:
 
     # --- a tick ---------------------------------------------------------------------------------
 
-    def _collect(self, queries: Sequence[FieldQuery], at: datetime) -> list[Any | Unknown]:
-        answers: list[Any | Unknown] = []
-        down: Unknown | None = None
-        for query in queries:
-            if down is not None:
-                answers.append(down)
-                continue
-            answer = self._query(query.promql, query.path, at)
-            if isinstance(answer, _Failure):
-                answers.append(Unknown(answer.reason))
-                if answer.kind == "unreachable":
-                    down = answers[-1]
-            else:
-                answers.append(answer)
-        return answers
+    def _at(self, promql: str, path: str, at_seconds: float) -> Any | Unknown:
+        answer = self._query(promql, path, _from_seconds(at_seconds))
+        return Unknown(answer.reason) if isinstance(answer, _Failure) else answer
 
-    async def _acollect(self, queries: Sequence[FieldQuery], at: datetime) -> list[Any | Unknown]:
-        gate = asyncio.Semaphore(self.max_concurrency)
-        down: list[Unknown] = []
+    def fetch_range(self, query: CounterQuery, start: float, end: float) -> Any | Unknown:
+        """The raw samples of ``query``'s selector in ``[start, end]`` (seconds): an instant query of
+        the range selector at ``end``."""
+        span = max(0.001, end - start)
+        return self._at(f"{query.selector}[{math.ceil(span * 1000)}ms]", query.path, end)
 
-        async def one(query: FieldQuery) -> Any | Unknown:
-            async with gate:
-                if down:
-                    return down[0]
-                answer = await asyncio.to_thread(self._query, query.promql, query.path, at)
-                if isinstance(answer, _Failure):
-                    unknown = Unknown(answer.reason)
-                    if answer.kind == "unreachable":
-                        down.append(unknown)
-                    return unknown
-                return answer
+    def fetch_last(self, query: CounterQuery, window: float, at: float) -> Any | Unknown:
+        """``last_over_time(selector[window])`` at ``at`` (seconds): each series' last value."""
+        return self._at(f"last_over_time({query.selector}[{math.ceil(window * 1000)}ms])", query.path, at)
 
-        return list(await asyncio.gather(*(one(q) for q in queries)))
+    def observe(
+        self,
+        counter_set: CounterSet,
+        at: datetime,
+        *,
+        checkpoints: Mapping[str, datetime | None],
+        counted_since: datetime,
+        memo: AnchorMemo,
+    ) -> dict[str, MetricReading]:
+        """Every metric of ``counter_set`` counted exactly up to ``at`` from its checkpoint (see
+        :func:`modelrollout.metrics.counting.count_set`); never raises."""
+        return count_set(
+            counter_set,
+            at=at,
+            checkpoints=checkpoints,
+            counted_since=counted_since,
+            memo=memo,
+            fetch_range=self.fetch_range,
+            fetch_last=self.fetch_last,
+        )
 
-    @staticmethod
-    def _metric_queries(query_set: QuerySet) -> list[FieldQuery]:
-        return [q for metric in query_set.metrics for q in metric.fields]
-
-    @staticmethod
-    def _shadow_queries(query_set: QuerySet) -> list[FieldQuery]:
-        shadow = query_set.shadow
-        if shadow is None:
-            return []
-        return [q for q in (shadow.differing, shadow.compared) if q is not None]
-
-    @staticmethod
-    def _readings(query_set: QuerySet, answers: Sequence[Any | Unknown]) -> dict[str, MetricReading]:
-        readings: dict[str, MetricReading] = {}
-        position = 0
-        for metric in query_set.metrics:
-            fields: dict[str, FieldValues] = {}
-            for query in metric.fields:
-                raw = answers[position]
-                position += 1
-                fields[query.field] = raw if isinstance(raw, Unknown) else field_values(query, raw)
-            readings[metric.name] = metric_reading(metric, fields)
-        return readings
-
-    @staticmethod
-    def _shadow_readings(query_set: QuerySet, answers: Sequence[Any | Unknown]) -> ShadowReadings:
-        shadow = query_set.shadow
-        if shadow is None:
-            return {}
-        queries = [q for q in (shadow.differing, shadow.compared) if q is not None]
-        fields: dict[str, Any] = {}
-        for query, raw in zip(queries, answers, strict=True):
-            values: Any = raw if isinstance(raw, Unknown) else variant_values(query, raw)
-            fields[query.field] = values
-        typed: dict[str, dict[str, VariantValue] | Unknown] = fields
-        return shadow_counts(shadow, typed)
-
-    def observe(self, query_set: QuerySet, at: datetime) -> dict[str, MetricReading]:
-        """Every metric of ``query_set``, by name, evaluated at ``at``; never raises."""
-        return self._readings(query_set, self._collect(self._metric_queries(query_set), at))
-
-    async def aobserve(self, query_set: QuerySet, at: datetime) -> dict[str, MetricReading]:
-        """:meth:`observe` off the event loop, up to ``max_concurrency`` queries at once."""
-        return self._readings(query_set, await self._acollect(self._metric_queries(query_set), at))
-
-    def observe_shadow(self, query_set: QuerySet, at: datetime) -> ShadowReadings:
-        """The divergence counters of each live challenger (empty without shadow queries)."""
-        return self._shadow_readings(query_set, self._collect(self._shadow_queries(query_set), at))
-
-    async def aobserve_shadow(self, query_set: QuerySet, at: datetime) -> ShadowReadings:
-        """:meth:`observe_shadow` off the event loop."""
-        return self._shadow_readings(query_set, await self._acollect(self._shadow_queries(query_set), at))
+    async def aobserve(
+        self,
+        counter_set: CounterSet,
+        at: datetime,
+        *,
+        checkpoints: Mapping[str, datetime | None],
+        counted_since: datetime,
+        memo: AnchorMemo,
+    ) -> dict[str, MetricReading]:
+        """:meth:`observe` off the event loop."""
+        return await asyncio.to_thread(
+            self.observe, counter_set, at, checkpoints=checkpoints, counted_since=counted_since, memo=memo
+        )
 
     # --- checks ---------------------------------------------------------------------------------
 
@@ -405,64 +361,48 @@ class PrometheusProvider:
             return Unknown(answer.reason)
         return None
 
-    def _check_field(self, query: FieldQuery) -> SpecError | _Failure | None:
-        """The spec error of one field query, the failure that stopped the check, or None."""
-        if not query.parts:
-            failure = self._parse(query.promql, query.path)
-            if failure is not None and failure.kind == "bad_data":
-                return SpecError(query.path, f"the preset's query does not parse: {failure.message}")
-            return failure
-        several = len(query.parts) > 1
-        first = next(iter(query.parts))
-        failure = self._parse(query.parts[first], query.path)
-        if failure is not None:
-            if failure.kind == "bad_data":
-                where = f" (rendered for variant {first})" if several else ""
-                return SpecError(query.path, f"the query does not parse{where}: {failure.message}")
-            return failure
-        failure = self._parse(query.promql, query.path)
-        if failure is None or failure.kind != "bad_data":
-            return failure
-        # The combination fails although the first part parses: find the variant whose part fails.
-        for variant, part in query.parts.items():
-            alone = self._parse(part, query.path)
-            if alone is not None and alone.kind == "bad_data":
-                return SpecError(
-                    query.path, f"the query does not parse (rendered for variant {variant}): {alone.message}"
-                )
-            wrapped = self._parse(wrap_part(part, variant), query.path)
-            if wrapped is not None and wrapped.kind == "bad_data":
-                return SpecError(
-                    query.path,
-                    "the query must return an instant vector (one number per variant, such as "
-                    f"sum(increase(x_total[{{{{window}}}}]))): {wrapped.message}",
-                )
-        return SpecError(query.path, f"the query does not parse: {failure.message}")
+    def _check_query(self, query: CounterQuery) -> SpecError | _Failure | None:
+        """The spec error of one counter query, the failure that stopped the check, or None.
 
-    def check(self, query_set: QuerySet) -> list[SpecError] | Unknown:
-        """The spec errors of ``query_set``: those found while building it, and every query that
-        does not parse or does not return an instant vector.
+        A range of the selector is parsed: PromQL allows a range only on a series selector, so an
+        expression is reported as such."""
+        failure = self._parse(f"{query.selector}[1m]", query.path)
+        if failure is not None and failure.kind == "bad_data":
+            return SpecError(
+                query.path, f"the selector does not parse as a series selector: {failure.message}"
+            )
+        return failure
 
-        Returns an empty list when all is well, and :class:`Unknown` when Prometheus could not
-        be asked and no error was found. Never raises.
+    def check(self, counter_set: CounterSet) -> list[SpecError] | Unknown:
+        """The spec errors of ``counter_set``: those found while building it, and every selector
+        that Prometheus does not parse.
+
+        Returns an empty list when all is well, and :class:`Unknown` when Prometheus could not be
+        asked and no error was found. Never raises.
         """
-        errors = query_set.spec_errors()
+        errors = counter_set.spec_errors()
         unknown: Unknown | None = None
-        for query in query_set.field_queries():
-            outcome = self._check_field(query)
-            if isinstance(outcome, SpecError):
-                errors.append(outcome)
-            elif isinstance(outcome, _Failure):
-                unknown = unknown or Unknown(f"could not check the queries: {outcome.reason}")
-                if outcome.kind == "unreachable":
-                    break
+        for metric in counter_set.all_metrics():
+            for f in metric.fields:
+                for query in f.parts:
+                    outcome = self._check_query(query)
+                    if isinstance(outcome, SpecError):
+                        errors.append(outcome)
+                    elif isinstance(outcome, _Failure):
+                        unknown = unknown or Unknown(f"could not check the queries: {outcome.reason}")
+                        if outcome.kind == "unreachable":
+                            return errors or unknown
         if errors:
             return errors
         return unknown if unknown is not None else []
 
-    async def acheck(self, query_set: QuerySet) -> list[SpecError] | Unknown:
+    async def acheck(self, counter_set: CounterSet) -> list[SpecError] | Unknown:
         """:meth:`check` off the event loop."""
-        return await asyncio.to_thread(self.check, query_set)
+        return await asyncio.to_thread(self.check, counter_set)
+
+
+def _from_seconds(at: float) -> datetime:
+    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=round(at * 1000))
 
 
 def _cleanup(session: Any, ca_file: str | None) -> None:

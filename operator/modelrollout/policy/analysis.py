@@ -24,7 +24,7 @@ from modelrollout.api.status import (
     VariantAnalysis,
     VariantDecision,
 )
-from modelrollout.observations import SpecError, Unknown
+from modelrollout.observations import DIVERGENCE, SpecError, Unknown
 from modelrollout.policy import counts, guardrails, plans, primary, shadow, srm
 from modelrollout.policy.context import Tick, finite, fmt, pct
 from modelrollout.policy.guardrails import GuardrailCheck
@@ -83,21 +83,15 @@ class Assessment:
         return "; ".join(f"{name}: {why}" for name, why in self.unknown.items())
 
 
-def _bookkeep_outage(
-    ctx: Tick, status: ModelExperimentStatus, unknown: dict[str, str], readings: dict[str, counts.Reading]
-) -> None:
+def _bookkeep_outage(ctx: Tick, status: ModelExperimentStatus, unknown: dict[str, str]) -> None:
+    """Count ticks without usable metrics. Nothing needs to settle when they come back: the counts
+    are the counters' increments, so the first reading after an outage spans it exactly."""
     if unknown:
         if ctx.count_once("errors"):
             status.consecutive_errors += 1
         if status.data_outage_since is None:
             status.data_outage_since = ctx.now
     else:
-        if status.data_outage_since is not None and status.data_outage_since < ctx.now:
-            status.data_resumed_at = ctx.now  # the readings settle before they count again
-            status.resumed_from = counts.samples_by_metric(ctx.spec, readings)
-        elif status.data_resumed_at is not None and counts.resumed(ctx.spec, status, readings, ctx.now):
-            status.data_resumed_at = None
-            status.resumed_from = {}
         status.consecutive_errors = 0
         status.data_outage_since = None
 
@@ -111,10 +105,11 @@ def assess(ctx: Tick, status: ModelExperimentStatus) -> Assessment:
         return a
     live = ctx.live(status)
     spec = ctx.spec
-    a.readings = counts.read(spec, ctx.obs.metrics, (ctx.champion, *live))
     progressing = phase is Phase.PROGRESSING
-    if progressing:
-        counts.update_totals(spec, status, a.readings, ctx.now)
+    shadowing = phase is Phase.SHADOWING and spec.shadow.divergence is not None
+    a.readings = counts.read(
+        spec, status, ctx.obs.metrics, (ctx.champion, *live), stratify=progressing, divergence=shadowing
+    )
     needed = [g.name for g in spec.metrics.guardrails]
     if progressing:
         needed += [spec.metrics.primary.name, *(m.name for m in ctx.decisive)]
@@ -124,11 +119,11 @@ def assess(ctx: Tick, status: ModelExperimentStatus) -> Assessment:
     plan = status.plans.get(spec.metrics.primary.name)
     a.guardrails = guardrails.evaluate(ctx, status, a.readings, plan.n if plan is not None else None)
     if phase is Phase.SHADOWING:
-        a.divergence = shadow.evaluate(ctx, live)
+        a.divergence = shadow.evaluate(ctx, live, a.readings.get(DIVERGENCE))
         for d in a.divergence:
             if d.unknown is not None:
                 a.unknown[f"divergence of {d.challenger}"] = d.unknown
-    _bookkeep_outage(ctx, status, a.unknown, a.readings)
+    _bookkeep_outage(ctx, status, a.unknown)
     if progressing:
         if isinstance(a.readings[spec.metrics.primary.name], counts.Known):
             a.srm = srm.evaluate(ctx, status)

@@ -1,45 +1,69 @@
-"""Readings of the tick, checked; per-step (stratum) counts from cumulative readings and baselines.
+"""Exact counts per stratum and since the start, from the increments of counter series.
 
-Observations are cumulative since the experiment started. Each stratum (a step, or a part of a
-step after a challenger was dropped) keeps the cumulative values at its start as ``baseline``; its
-own counts are ``reading - baseline``, kept up to date in ``totals`` while it runs and frozen
-when it ends.
+A tick's reading of a metric (:class:`~modelrollout.observations.CounterReading`) holds, per
+variant and field, the increments that each counter series counted between two of its samples,
+with the samples' times (:mod:`modelrollout.metrics.counting`). This module adds them up:
 
-* A stratum **settles** before it counts: for :func:`settle_duration` after its weights were set
-  its counts are left out, and its baseline is the first reading after that. A change of weights
-  reaches the traffic only after the routes propagate (the mesh) and the next scrapes, and
-  ``increase()`` over a short window is mostly extrapolation; counted, that transition would bias
-  the split (a false sample ratio mismatch, whose always-valid test keeps its running maximum for
-  good) and the comparison. The settle window's samples are lost for both arms alike, so the
-  comparison stays fair. Because every reading of a run shares the window's start, to the
-  millisecond (:func:`modelrollout.metrics.queries.window_since`), the start-edge extrapolation
-  error cancels in ``reading - baseline``.
-* Counts that must not go down (trials, successes, counts, units, sums of squares, denominators)
-  and do, relative to the stratum's baseline or to the last reading, by more than ``1 + 1 %`` of
-  the earlier value are a counter reset the query did not absorb: the metric is Unknown for the
-  tick (and stays so while the reading is below; a long outage then applies ``onDataOutage``).
-  Smaller negative differences (the extrapolation noise of ``increase()``) are clamped to 0.
-  Successes above trials are treated the same way.
-* After an outage the readings settle too (:func:`resumed`): nothing is counted on the first
-  tick with usable metrics again, nor for a settle window after it.
+* **Once.** A reading continues from a checkpoint (``reading.since``); it is counted only when
+  that is the metric's checkpoint in the status (``status.checkpoints``), which then moves to
+  ``reading.until``. A reading replayed in the same tick, or read before a status write that
+  failed, counts nothing twice.
+* **Since the start** (``status.totals``): every increment that starts at or after
+  ``status.countedSince``. The guardrails and the shadow divergence use these.
+* **Per stratum** (``stratum.totals``): an increment counts in the stratum whose span holds it
+  whole: it starts at or after ``stratum.countedFrom`` and ends by ``stratum.endedAt``. An
+  increment across a change of weights belongs to neither side. The counts are counted, not
+  extrapolated: a stratum's trials are the requests its series counted, to the request.
+
+Settle: a stratum starts counting when the counts show its weights
+-----------------------------------------------------------------------
+New weights reach the traffic only after the routes propagate (the mesh pushes them to every
+proxy), and the first samples after a change still hold traffic at the old weights. Counted,
+that would bias the split, which the sample ratio test would take for a mismatch. So a new
+stratum first **settles**: each tick's increments of the primary metric's samples (trials, count
+or units) that start after the change are kept as a slice (:class:`~modelrollout.api.status.SettleSlice`),
+with each variant's exposure (the seconds its series covered). Each slice is weighed by the
+likelihood ratio of the new split against the old one, with each variant's expected share
+proportional to its weight times its exposure, so series scraped at different offsets compare
+fairly. The stratum counts from the first tick at which the latest slices all lean to the new
+split and together give it a likelihood ratio of at least :data:`SETTLE_EVIDENCE` (a Bayes factor
+of 100, "decisive" on Jeffreys' scale): the weights are then in effect, whatever the mesh took to
+propagate them. Data cannot always tell (very low traffic, two close splits): after
+:func:`settle_limit`, a few scrape intervals and ticks as measured, counting starts unless the
+latest slices clearly still show the old split; after twice the limit it starts anyway (routes
+that never take effect then show as a sample ratio mismatch). The decision, its evidence and the
+time it took are recorded in ``stratum.settle``. A restart of a step's counting with unchanged
+weights does not settle.
+
+The settle costs each stratum the traffic between the change and the decision, for every
+variant alike; a stratum's samples are fewer but not biased.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Final
 
 from modelrollout.api.presets import MetricType
 from modelrollout.api.spec import QUERY_FIELDS, ModelExperimentSpec
-from modelrollout.api.status import MetricCounters, ModelExperimentStatus, Stratum
+from modelrollout.api.status import (
+    ALL_TARGETS,
+    SETTLE_SLICES_LIMIT,
+    TARGETS_LIMIT,
+    MetricCounters,
+    ModelExperimentStatus,
+    Settle,
+    SettleReason,
+    SettleSlice,
+    Stratum,
+    TargetSampling,
+)
 from modelrollout.api.types import parse_duration
-from modelrollout.observations import Unknown
+from modelrollout.observations import DIVERGENCE, CounterReading, Increment, Unknown, VariantCounts
 
-#: The shortest settle window of a new stratum (see :func:`settle_duration`).
-SETTLE_MIN: Final = timedelta(seconds=5)
 #: The counter fields of each metric type (python attribute names).
 FIELDS: Final[dict[MetricType, tuple[str, ...]]] = {
     t: tuple(attr for attr, _ in fields) for t, fields in QUERY_FIELDS.items()
@@ -50,6 +74,10 @@ SAMPLE_FIELD: Final[dict[MetricType, str]] = {
     MetricType.MEAN: "count",
     MetricType.RATIO: "units",
 }
+#: The likelihood ratio of the new split over the old one that ends a settle (a Bayes factor of 100).
+SETTLE_EVIDENCE: Final = math.log(100.0)
+#: Scrape intervals, and ticks, in :func:`settle_limit`.
+SETTLE_LIMIT_SCRAPES: Final = 5
 _NON_NEGATIVE: Final = frozenset(
     {
         "successes",
@@ -62,15 +90,21 @@ _NON_NEGATIVE: Final = frozenset(
         "denominator_squares",
     }
 )
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _tolerance(base: float) -> float:
     return 1.0 + 0.01 * abs(base)
 
 
+def seconds(at: datetime) -> float:
+    """``at`` in seconds since the epoch, to the millisecond (as samples' timestamps are)."""
+    return ((at - _EPOCH) // timedelta(milliseconds=1)) / 1000.0
+
+
 @dataclass(frozen=True)
 class Known:
-    """A usable reading of one metric: cumulative counters per variant (champion + live)."""
+    """A usable reading of one metric: the counts per variant since ``status.countedSince``."""
 
     values: Mapping[str, MetricCounters]
 
@@ -95,57 +129,6 @@ def samples(counters: MetricCounters | None, mtype: MetricType) -> float:
     return float(value) if value is not None else 0.0
 
 
-def _check(raw: MetricCounters, mtype: MetricType) -> MetricCounters | str:
-    values: dict[str, float] = {}
-    for name in FIELDS[mtype]:
-        v = getattr(raw, name)
-        if v is None:
-            return f"{name} is missing"
-        v = float(v)
-        if not math.isfinite(v):
-            return f"{name} is not a finite number"
-        if name in _NON_NEGATIVE and v < 0:
-            return f"{name} is negative ({v:g})"
-        values[name] = v
-    if mtype is MetricType.PROPORTION and values["successes"] > values["trials"]:
-        if values["successes"] > values["trials"] + _tolerance(values["trials"]):
-            return f"successes ({values['successes']:g}) exceed trials ({values['trials']:g})"
-        values["successes"] = values["trials"]
-    return MetricCounters(**values)
-
-
-def read(
-    spec: ModelExperimentSpec, metrics: Mapping[str, object], variants: tuple[str, ...]
-) -> dict[str, Reading]:
-    """Check the tick's readings of every metric for ``variants``; anything unusable is Unknown."""
-    out: dict[str, Reading] = {}
-    for name, mtype in metric_types(spec).items():
-        raw = metrics.get(name)
-        if raw is None:
-            out[name] = Unknown("no reading")
-            continue
-        if isinstance(raw, Unknown):
-            out[name] = raw
-            continue
-        if not isinstance(raw, Mapping):
-            out[name] = Unknown("malformed reading")
-            continue
-        values: dict[str, MetricCounters] = {}
-        problem: str | None = None
-        for variant in variants:
-            counters = raw.get(variant)
-            if not isinstance(counters, MetricCounters):
-                problem = f"no value for {variant}"
-                break
-            checked = _check(counters, mtype)
-            if isinstance(checked, str):
-                problem = f"{variant}: {checked}"
-                break
-            values[variant] = checked
-        out[name] = Unknown(problem) if problem is not None else Known(values)
-    return out
-
-
 def plus(a: MetricCounters, b: MetricCounters, mtype: MetricType) -> MetricCounters:
     """Field-wise sum of two counters of ``mtype``."""
     return MetricCounters(
@@ -154,19 +137,18 @@ def plus(a: MetricCounters, b: MetricCounters, mtype: MetricType) -> MetricCount
 
 
 def minus(reading: MetricCounters, base: MetricCounters, mtype: MetricType) -> MetricCounters | str:
-    """``reading - base``, or why that difference is inconsistent (see the module docstring)."""
+    """``reading - base`` of two running totals, or why that difference is inconsistent (a count
+    that went down by more than rounding)."""
     values: dict[str, float] = {}
     for f in FIELDS[mtype]:
         r, b = float(getattr(reading, f) or 0.0), float(getattr(base, f) or 0.0)
         d = r - b
         if f in _NON_NEGATIVE and d < 0:
             if d < -_tolerance(b):
-                return f"{f} went down from {b:g} to {r:g} (a counter reset?)"
+                return f"{f} went down from {b:g} to {r:g}"
             d = 0.0
         values[f] = d
     if mtype is MetricType.PROPORTION and values["successes"] > values["trials"]:
-        if values["successes"] > values["trials"] + _tolerance(values["trials"]):
-            return "successes exceed trials within the step"
         values["successes"] = values["trials"]
     return MetricCounters(**values)
 
@@ -176,15 +158,346 @@ def zero(mtype: MetricType) -> MetricCounters:
     return MetricCounters(**dict.fromkeys(FIELDS[mtype], 0.0))
 
 
-def settle_duration(spec: ModelExperimentSpec) -> timedelta:
-    """How long a new stratum's counts are left out: one tick, and at least 5 s (route propagation
-    plus a scrape)."""
-    return max(parse_duration(spec.rollout.interval), SETTLE_MIN)
+def _add(
+    into: dict[str, dict[str, MetricCounters]],
+    variant: str,
+    name: str,
+    mtype: MetricType,
+    sums: Mapping[str, float],
+) -> None:
+    """Add ``sums`` (by attribute) to ``into[variant][name]``, keeping counts non-negative and
+    successes within trials (a subtracted part can dip below zero for a moment)."""
+    before = into.get(variant, {}).get(name) or zero(mtype)
+    values = {f: float(getattr(before, f) or 0.0) + sums.get(f, 0.0) for f in FIELDS[mtype]}
+    for f in _NON_NEGATIVE & set(values):
+        values[f] = max(0.0, values[f])
+    if mtype is MetricType.PROPORTION:
+        values["successes"] = min(values["successes"], values["trials"])
+    into.setdefault(variant, {})[name] = MetricCounters(**values)
 
 
-def settled(spec: ModelExperimentSpec, stratum: Stratum, now: datetime) -> bool:
-    """Whether ``stratum`` has run long enough for its counts to be used."""
-    return now - stratum.started_at >= settle_duration(spec)
+def _sums(fields: Mapping[str, Sequence[Increment]], keep: object) -> dict[str, float]:
+    """Per field, the sum of the increments for which ``keep(increment)`` holds."""
+    assert callable(keep)
+    return {f: math.fsum(i.value for i in incs if keep(i)) for f, incs in fields.items()}
+
+
+def _holds(stratum: Stratum) -> object:
+    start = seconds(stratum.counted_from) if stratum.counted_from is not None else math.inf
+    end = seconds(stratum.ended_at) if stratum.ended_at is not None else math.inf
+    return lambda i: i.start >= start and i.end <= end
+
+
+# --- the settle -------------------------------------------------------------------------------
+
+
+def settle_limit(spec: ModelExperimentSpec, stratum: Stratum) -> timedelta:
+    """The longest a stratum settles before it counts anyway: :data:`SETTLE_LIMIT_SCRAPES` times
+    the scrape interval seen in the samples or the tick interval, whichever is longer."""
+    interval = parse_duration(spec.rollout.interval).total_seconds()
+    return timedelta(seconds=SETTLE_LIMIT_SCRAPES * max(interval, stratum.spacing))
+
+
+def coverage(sampling: Mapping[str, TargetSampling]) -> tuple[float, float]:
+    """(samples, covered seconds) of one variant from its targets' sampling.
+
+    A variant's count is the sum over its scrape targets, each covering its own seconds (targets
+    are scraped at different offsets; a late one covers less until its next sample). Under a
+    steady traffic the expected count is the variant's rate times ``sum_t s_t T_t``, with ``s_t``
+    each target's share of the variant's traffic, estimated by its rate ``x_t / T_t``: the covered
+    seconds are ``sum_t x_t / sum_t (x_t / T_t)``.
+    """
+    samples = sum(t.samples for t in sampling.values())
+    rates = sum(t.samples / t.seconds for t in sampling.values() if t.seconds > 0 and t.samples > 0)
+    if samples > 0 and rates > 0:
+        return samples, samples / rates
+    spans = [t.seconds for t in sampling.values() if t.seconds > 0]
+    return samples, (sum(spans) / len(spans) if spans else 0.0)
+
+
+def _exposure(increments: Sequence[Increment], since: float) -> tuple[float, float]:
+    """(samples, covered seconds) of one variant's sample-field increments that start at or after
+    ``since`` (see :func:`coverage`); counter resets are left out."""
+    per: dict[str, TargetSampling] = {}
+    for i in increments:
+        if i.start >= since and not i.reset:
+            got = per.setdefault(i.target, TargetSampling())
+            got.samples += i.value
+            got.seconds += i.end - i.start
+    return coverage(per)
+
+
+def slice_log_lr(
+    piece: SettleSlice, new: Mapping[str, int], old: Mapping[str, int]
+) -> float:
+    """log of the likelihood ratio of the new split against the old one in ``piece``: the
+    variants' samples as a multinomial with shares proportional to weight times exposure."""
+    names = [v for v, e in piece.exposure.items() if e > 0 and v in new]
+    n = sum(piece.samples.get(v, 0.0) for v in names)
+    if n <= 0 or len(names) < 2:
+        return 0.0
+
+    def shares(w: Mapping[str, int]) -> dict[str, float]:
+        raw = {v: w.get(v, 0) * piece.exposure[v] for v in names}
+        total = sum(raw.values())
+        return {v: r / total for v, r in raw.items()} if total > 0 else {}
+
+    p_new, p_old = shares(new), shares(old)
+    if not p_new:
+        return 0.0
+    if not p_old:
+        return math.inf
+    out = 0.0
+    for v in names:
+        x = piece.samples.get(v, 0.0)
+        if x <= 0:
+            continue
+        if p_new[v] <= 0:
+            return -math.inf
+        if p_old[v] <= 0:
+            return math.inf
+        out += x * (math.log(p_new[v]) - math.log(p_old[v]))
+    return out
+
+
+def _recent_evidence(stratum: Stratum) -> tuple[float, float]:
+    """(evidence of the latest slices that all lean to the new split, evidence of the latest half of
+    the slices): the log likelihood ratios, new over old, summed."""
+    lrs = [slice_log_lr(s, stratum.weights, stratum.previous_weights) for s in stratum.settling]
+    leaning = 0.0
+    for lr in reversed(lrs):
+        if lr < 0:
+            break
+        leaning += lr
+    half = lrs[len(lrs) // 2 :]
+    return leaning, sum(half)
+
+
+def _add_slice(
+    stratum: Stratum, reading: CounterReading, field: str, variants: Sequence[str], now: datetime
+) -> None:
+    since = seconds(stratum.started_at)
+    piece = SettleSlice(end=now)
+    for v in variants:
+        x, e = _exposure(reading.variants[v].fields.get(field, ()), since)
+        piece.samples[v] = x
+        piece.exposure[v] = e
+    slices = [*stratum.settling, piece]
+    if len(slices) > SETTLE_SLICES_LIMIT:
+        a, b = slices[0], slices[1]
+        merged = SettleSlice(
+            end=b.end,
+            samples={v: a.samples.get(v, 0.0) + b.samples.get(v, 0.0) for v in variants},
+            exposure={v: a.exposure.get(v, 0.0) + b.exposure.get(v, 0.0) for v in variants},
+        )
+        slices = [merged, *slices[2:]]
+    stratum.settling = slices
+
+
+def settle(spec: ModelExperimentSpec, stratum: Stratum, now: datetime) -> None:
+    """Start the stratum's counting at ``now`` when the slices show its weights (see the module
+    docstring); record why."""
+    if stratum.counted_from is not None:
+        return
+    limit = settle_limit(spec, stratum)
+    waited = now - stratum.started_at
+    leaning, recent = _recent_evidence(stratum)
+    reason: SettleReason | None = None
+    if leaning >= SETTLE_EVIDENCE:
+        reason = SettleReason.WEIGHTS_SEEN
+    elif (waited >= limit and recent > -SETTLE_EVIDENCE) or waited >= 2 * limit:
+        reason = SettleReason.SETTLE_LIMIT
+    if reason is None:
+        return
+    stratum.counted_from = now
+    stratum.settle = Settle(
+        reason=reason,
+        seconds=waited.total_seconds(),
+        limit_seconds=limit.total_seconds(),
+        log_likelihood_ratio=leaning if math.isfinite(leaning) else None,
+        scrape_interval_seconds=stratum.spacing or None,
+    )
+    stratum.settling = []
+
+
+def _end(stratum: Stratum, now: datetime) -> None:
+    """End ``stratum`` at ``now``; its sampling becomes one entry per variant (see :func:`coverage`)."""
+    stratum.ended_at = now
+    stratum.settling = []
+    for variant, targets in stratum.sampling.items():
+        samples, seconds = coverage(targets)
+        stratum.sampling[variant] = {ALL_TARGETS: TargetSampling(samples=samples, seconds=seconds)}
+
+
+def end_stratum(status: ModelExperimentStatus, now: datetime) -> None:
+    """End the running stratum, if any (a promotion or a rollback)."""
+    if status.strata and status.strata[-1].ended_at is None:
+        _end(status.strata[-1], now)
+
+
+def open_stratum(
+    status: ModelExperimentStatus,
+    step: int,
+    weights: Mapping[str, int],
+    now: datetime,
+    *,
+    previous: Mapping[str, int],
+    srm_epoch: int,
+) -> Stratum:
+    """End the running stratum at ``now`` and begin one with ``weights`` (after ``previous``); it
+    settles unless the weights are unchanged (then it counts from ``now`` at once)."""
+    if status.strata and status.strata[-1].ended_at is None:
+        _end(status.strata[-1], now)
+    stratum = Stratum(
+        step=step, weights=dict(weights), previous_weights=dict(previous), started_at=now, srm_epoch=srm_epoch
+    )
+    if dict(previous) == dict(weights):
+        stratum.counted_from = now
+        stratum.settle = Settle(reason=SettleReason.UNCHANGED, seconds=0.0)
+    status.strata.append(stratum)
+    return stratum
+
+
+# --- a tick's readings ------------------------------------------------------------------------
+
+
+def _check(reading: object, variants: Sequence[str]) -> CounterReading | Unknown:
+    if reading is None:
+        return Unknown("no reading")
+    if isinstance(reading, Unknown):
+        return reading
+    if not isinstance(reading, CounterReading):
+        return Unknown("malformed reading")
+    for v in variants:
+        if not isinstance(reading.variants.get(v), VariantCounts):
+            return Unknown(f"no value for {v}")
+    return reading
+
+
+def _count(
+    spec: ModelExperimentSpec,
+    status: ModelExperimentStatus,
+    name: str,
+    mtype: MetricType,
+    reading: CounterReading,
+    variants: Sequence[str],
+    *,
+    stratify: bool,
+) -> None:
+    """Add a reading's increments to the totals since the start and, when ``stratify``, to the
+    strata (see the module docstring)."""
+    start = seconds(status.counted_since or status.started_at or reading.until)
+    since_start = _holds_from(start)
+    counting = [s for s in status.strata if s.counted_from is not None] if stratify else []
+    for v in variants:
+        fields = reading.variants[v].fields
+        _add(status.totals, v, name, mtype, _sums(fields, since_start))
+        for stratum in counting:
+            _add(stratum.totals, v, name, mtype, _sums(fields, _holds(stratum)))
+    if stratify and name == spec.metrics.primary.name and status.strata:
+        _sampling(spec, status.strata[-1], reading, SAMPLE_FIELD[mtype], variants, reading.until)
+
+
+def _holds_from(start: float) -> object:
+    return lambda i: i.start >= start
+
+
+def _cover(stratum: Stratum, variant: str, increments: Sequence[Increment]) -> None:
+    """Add the running stratum's share of ``increments`` (of the primary metric's samples) to its
+    sampling, per scrape target; counter resets are left out (their span is not all counted)."""
+    holds = _holds(stratum)
+    assert callable(holds)
+    targets = stratum.sampling.setdefault(variant, {})
+    for i in increments:
+        if i.reset or not holds(i):
+            continue
+        key = i.target if i.target in targets or len(targets) < TARGETS_LIMIT else ALL_TARGETS
+        got = targets.setdefault(key, TargetSampling())
+        got.samples += i.value
+        got.seconds += i.end - i.start
+
+
+def _sampling(
+    spec: ModelExperimentSpec, stratum: Stratum, reading: CounterReading, field: str, variants: Sequence[str],
+    now: datetime,
+) -> None:
+    """The running stratum's record of how the primary metric was sampled, and its settle."""
+    if stratum.ended_at is not None:
+        return
+    for v in variants:
+        counts_v = reading.variants[v]
+        stratum.spacing = max(stratum.spacing, counts_v.spacing)
+        if stratum.counted_from is not None:
+            _cover(stratum, v, counts_v.fields.get(field, ()))
+            if counts_v.resets:
+                stratum.resets[v] = stratum.resets.get(v, 0) + counts_v.resets
+    if stratum.counted_from is None:
+        _add_slice(stratum, reading, field, variants, now)
+        settle(spec, stratum, now)
+
+
+def _inconsistent(
+    status: ModelExperimentStatus,
+    name: str,
+    mtype: MetricType,
+    reading: CounterReading,
+    variants: Sequence[str],
+) -> str | None:
+    """Why a proportion's counts since the start would have more successes than trials (a metric
+    whose two selectors count different things), or None. Such a reading is not counted: the
+    metric stays Unknown, which holds and in the end applies ``onDataOutage``."""
+    if mtype is not MetricType.PROPORTION:
+        return None
+    start = seconds(status.counted_since or status.started_at or reading.until)
+    for v in variants:
+        sums = _sums(reading.variants[v].fields, _holds_from(start))
+        before = status.totals.get(v, {}).get(name) or zero(mtype)
+        successes = float(before.successes or 0.0) + sums.get("successes", 0.0)
+        trials = float(before.trials or 0.0) + sums.get("trials", 0.0)
+        if successes > trials + _tolerance(trials) + 9.0:
+            return (
+                f"{v}: more successes ({successes:g}) than trials ({trials:g}); the two selectors must count "
+                "the same units (successes are a subset of trials)"
+            )
+    return None
+
+
+def read(
+    spec: ModelExperimentSpec,
+    status: ModelExperimentStatus,
+    metrics: Mapping[str, object],
+    variants: tuple[str, ...],
+    *,
+    stratify: bool,
+    divergence: bool = False,
+) -> dict[str, Reading]:
+    """Count the tick's readings once (see the module docstring) and return every metric's counts
+    since the start, by name; a metric without a usable reading is Unknown.
+
+    ``stratify``: the experiment is progressing, so the strata count too (and settle).
+    ``divergence``: also read the shadow divergence (as ``shadow:divergence``, for the challengers).
+    """
+    types = metric_types(spec)
+    wanted: list[tuple[str, MetricType, tuple[str, ...]]] = [(n, t, variants) for n, t in types.items()]
+    if divergence:
+        wanted.append((DIVERGENCE, MetricType.PROPORTION, variants[1:]))
+    out: dict[str, Reading] = {}
+    for name, mtype, names in wanted:
+        reading = _check(metrics.get(name), names)
+        if isinstance(reading, Unknown):
+            out[name] = reading
+            continue
+        if reading.since == status.checkpoints.get(name):
+            problem = _inconsistent(status, name, mtype, reading, names)
+            if problem is not None:
+                out[name] = Unknown(problem)
+                continue
+            _count(spec, status, name, mtype, reading, names, stratify=stratify and name != DIVERGENCE)
+            status.checkpoints[name] = reading.until
+        out[name] = Known(
+            {v: status.totals.get(v, {}).get(name) or zero(mtype) for v in names}
+        )
+    return out
 
 
 def samples_by_metric(
@@ -195,93 +508,8 @@ def samples_by_metric(
     return {
         name: {v: samples(c, types[name]) for v, c in r.values.items()}
         for name, r in readings.items()
-        if isinstance(r, Known)
+        if isinstance(r, Known) and name in types
     }
-
-
-def resumed(
-    spec: ModelExperimentSpec, status: ModelExperimentStatus, readings: Mapping[str, Reading], now: datetime
-) -> bool:
-    """Whether the readings can be counted: no outage on the last tick, a settle window since
-    usable metrics came back, and every reading grown since then.
-
-    After a stretch without usable metrics (Prometheus down or restarting, a scrape target gone),
-    the first readings mix fresh and stale series: each target is scraped again at its own
-    offset, and until then ``increase()`` ends at its last sample before the gap, with no
-    extrapolation over the gap. One variant's counts then miss the traffic of the outage while
-    another's have it; counted, that is a sample ratio mismatch of the outage's size, latched for
-    good by the always-valid test (seen on the real stack, p ~ 1e-19 to 1e-53). Waiting one settle
-    window (:func:`settle_duration`) lets every target be scraped again; the cumulative readings
-    then hold the outage's traffic for every variant, and nothing is lost. A target that comes back
-    later (service discovery reloads after a restart) still answers with its old series, so the
-    window is not enough on its own: each reading must also have grown past its value when the
-    metrics came back (``status.resumedFrom``), which a series not scraped again cannot do.
-    """
-    if status.data_outage_since is not None and status.data_outage_since < now:
-        return False  # (an outage that began at ``now`` is this very tick's, seen again in a replay)
-    if status.data_resumed_at is None:
-        return True
-    if now - status.data_resumed_at < settle_duration(spec):
-        return False
-    now_samples = samples_by_metric(spec, readings)
-    for name, before in status.resumed_from.items():
-        if name not in now_samples:
-            return False
-        for variant, value in before.items():
-            current = now_samples[name].get(variant)
-            # (a variant no longer read, a dropped challenger, has nothing left to wait for)
-            if current is not None and current <= value:
-                return False
-    return True
-
-
-def baseline_of(
-    status: ModelExperimentStatus, stratum: Stratum, variant: str, metric: str, mtype: MetricType
-) -> MetricCounters | None:
-    """The stratum's baseline of ``metric`` for ``variant``, or None before it settled."""
-    return stratum.baseline.get(variant, {}).get(metric)
-
-
-def update_totals(
-    spec: ModelExperimentSpec, status: ModelExperimentStatus, readings: dict[str, Reading], now: datetime
-) -> None:
-    """Refresh the running stratum's totals from the known readings, in place.
-
-    Nothing is counted while the stratum settles, nor while the readings settle after an outage
-    (:func:`resumed`). A reading inconsistent with the stratum's baseline turns into Unknown in
-    ``readings``.
-    """
-    if not status.strata:
-        return
-    stratum = status.strata[-1]
-    if not settled(spec, stratum, now) or not resumed(spec, status, readings, now):
-        return
-    types = metric_types(spec)
-    for name, reading in list(readings.items()):
-        if not isinstance(reading, Known):
-            continue
-        mtype = types[name]
-        fresh: dict[str, MetricCounters] = {}
-        for variant, counters in reading.values.items():
-            base = baseline_of(status, stratum, variant, name, mtype)
-            if base is None:
-                # No baseline yet: this reading is it (for every variant of the metric at once).
-                stratum.baseline.setdefault(variant, {})[name] = counters
-                base = counters
-            diff = minus(counters, base, mtype)
-            before = stratum.totals.get(variant, {}).get(name)
-            if not isinstance(diff, str) and before is not None:
-                # The cumulative reading must not fall below the last one either.
-                back = minus(diff, before, mtype)
-                if isinstance(back, str):
-                    diff = back
-            if isinstance(diff, str):
-                readings[name] = Unknown(f"{variant}: {diff}")
-                fresh = {}
-                break
-            fresh[variant] = diff
-        for variant, counters in fresh.items():
-            stratum.totals.setdefault(variant, {})[name] = counters
 
 
 def series(status: ModelExperimentStatus, metric: str, variant: str) -> list[MetricCounters | None]:

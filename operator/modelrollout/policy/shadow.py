@@ -1,7 +1,9 @@
 """The shadow gate: the share of mirrored predictions that differ from the champion's.
 
-With ``shadow.divergence`` set, each live challenger's cumulative shadow counters
-(``observations.shadow``) give :func:`modelrollout.stats.drift.disagreement_share` with its
+With ``shadow.divergence`` set, each live challenger's counts of compared and differing
+predictions since the shadow phase began (exact counts, read as the proportion
+``shadow:divergence``: :mod:`modelrollout.policy.counts`) give
+:func:`modelrollout.stats.drift.disagreement_share` with its
 Wilson interval at level ``1 - analysis.alpha``:
 
 * **fail** at any tick when even the lower bound is above ``maxDivergence`` (the challenger is
@@ -21,7 +23,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from modelrollout.errors import InvalidInputError
-from modelrollout.observations import ShadowCounts, Unknown
+from modelrollout.observations import Unknown
+from modelrollout.policy import counts
 from modelrollout.policy.context import Tick, fmt, pct
 from modelrollout.stats import drift
 
@@ -42,26 +45,24 @@ class DivergenceCheck:
     numbers: dict[str, float | None] = field(default_factory=dict)
 
 
-def evaluate(ctx: Tick, live: tuple[str, ...]) -> list[DivergenceCheck]:
+def evaluate(ctx: Tick, live: tuple[str, ...], reading: counts.Reading | None) -> list[DivergenceCheck]:
     """The divergence of every live challenger (empty when divergence is not measured)."""
     if ctx.spec.shadow.divergence is None:
         return []
     limit = ctx.spec.shadow.max_divergence
     out: list[DivergenceCheck] = []
     for name in live:
-        raw = ctx.obs.shadow.get(name)
-        if raw is None or isinstance(raw, Unknown):
-            reason = raw.reason if isinstance(raw, Unknown) else "no shadow reading"
+        if not isinstance(reading, counts.Known) or name not in reading.values:
+            reason = reading.reason if isinstance(reading, Unknown) else "no shadow reading"
             out.append(DivergenceCheck(name, unknown=reason, summary=f"{name} divergence unknown: {reason}"))
             continue
-        if not isinstance(raw, ShadowCounts):
-            out.append(DivergenceCheck(name, unknown="malformed shadow reading"))
-            continue
-        if raw.compared <= 0:
+        found = reading.values[name]
+        compared, differing = float(found.trials or 0.0), float(found.successes or 0.0)
+        if compared <= 0:
             out.append(DivergenceCheck(name, summary=f"{name}: no mirrored prediction compared yet"))
             continue
         try:
-            res = drift.disagreement_share(raw.differing, raw.compared, alpha=ctx.alpha)
+            res = drift.disagreement_share(differing, compared, alpha=ctx.alpha)
         except InvalidInputError as exc:
             out.append(DivergenceCheck(name, unknown=f"inconsistent shadow counters ({exc})"))
             continue

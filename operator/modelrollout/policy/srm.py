@@ -1,25 +1,71 @@
 """Sample ratio mismatch: is the observed split of the primary metric's samples the configured one?
 
-:func:`modelrollout.stats.srm.srm_sequential_stratified` (Lindon & Malek 2022) over the strata,
-each against the weights it ran with, carrying the running maximum of the log e-process in
-``status.srmMaxLogEValue``. Only the variants still in the race are compared (the champion and
-the live challengers), with each stratum's weights renormalised over them; a stratum in which one
-of them had weight 0 is skipped, and so is one whose counts are not known for all of them.
+The test
+--------
+Each stratum of the current epoch contributes the Dirichlet-multinomial Bayes factor of Lindon &
+Malek (2022) of its exact counts against the weights it ran with (only the champion and the live
+challengers, renormalised; a stratum in which one of them had weight 0, that has not started
+counting, or whose counts are not known for all of them is left out). The factors multiply into
+one e-process over the epoch (optional continuation: Grünwald, de Heide & Koolen 2024), whose
+running maximum gives the always-valid p-value; below ``analysis.srmThreshold`` (0.001 by default)
+is a mismatch.
 
-The always-valid p-value never goes back up, so a mismatch, once found, holds the experiment
-until a human acts (abort, promote, retry) or ``maxDuration`` applies ``onInconclusive``: the
-comparison of that run can no longer be trusted. Guardrails keep being checked meanwhile.
+Each variant's expected share is its weight times the **seconds its counts cover**
+(:func:`modelrollout.policy.counts.coverage`): series are counted from their first sample after a
+stratum began counting to their last sample so far, and targets are scraped at different offsets,
+a late one not at all for a while (its traffic arrives, exactly, with its next sample). Under
+steady traffic the counts over those spans are Poisson with means proportional to weight times
+covered seconds, so the multinomial null with those shares is exact, and a late scrape target or
+shifted scrape offsets are not a mismatch. Counter resets are left out of the counts and the
+seconds alike (the increment across a reset misses what the series counted before it).
+
+What remains is a drift of the traffic's rate over the few seconds by which the variants'
+windows are shifted at the edges. Every factor is therefore the least favourable one over counts
+within :data:`EDGE_DRIFT` of a scrape interval's traffic at each edge, up or down
+(:mod:`modelrollout.stats.robust_srm`): under the null hypothesis this e-process is never larger
+than the one of the ideal counts, so the false alarm rate stays below the threshold at any
+stopping time; a true mismatch (a share of a variant's requests lost, say) grows linearly with
+the counts while the slack stays a fraction of one scrape interval of traffic, so it is found.
+
+An alarm is checked, never latched on one transient
+---------------------------------------------------
+What the allowance does not cover (a transient nobody foresaw) could still cross the threshold
+once. So an alarm does not hold for good at once:
+
+1. The experiment **holds** (no step, no promotion; guardrails go on), an Event says so, and the
+   test **restarts**: a new epoch, and a new stratum of the same step that counts from now
+   (``status.srm``).
+2. The fresh counts then decide. If they find the mismatch again (the fresh e-process crosses the
+   threshold), it is **confirmed**: the hold stays until a human acts (abort, promote, retry) or
+   ``maxDuration`` applies ``onInconclusive``, as a true mismatch must. If they **contradict** the
+   split that was seen (the same test rejects that split, at the same threshold, on the fresh
+   counts), the alarm is cleared with an Event and the experiment goes on. Until either, it holds.
+3. After :data:`MAX_CLEARED` cleared alarms in one run, a further alarm is confirmed at once.
+
+The false confirmation probability is at most the threshold (the fresh epoch is a new test on new
+data); a transient cannot hold an experiment longer than the fresh counts take to contradict it.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+from typing import Final
 
-from modelrollout.api.status import ModelExperimentStatus, SRMResult
+from modelrollout.api.status import ModelExperimentStatus, SRMAlarm, SRMResult, Stratum
 from modelrollout.errors import InvalidInputError
 from modelrollout.policy import counts
 from modelrollout.policy.context import Tick, finite, fmt, pct
-from modelrollout.stats import srm as stats_srm
+from modelrollout.policy.decision import EventType
+from modelrollout.stats import robust_srm
+
+#: Cleared alarms after which a further alarm is confirmed at once.
+MAX_CLEARED: Final = 3
+#: Standard deviations in the upper bound of a count.
+_SIGMAS: Final = 3.0
+#: The share of a scrape interval's traffic at each edge of a stratum that a drifting traffic rate
+#: may move between variants (their series are counted over windows shifted by up to an interval).
+EDGE_DRIFT: Final = 0.1
 
 
 @dataclass
@@ -32,59 +78,219 @@ class SRMCheck:
     numbers: dict[str, float | None] = field(default_factory=dict)
 
 
-def _shares(names: tuple[str, ...], shares: tuple[float, ...]) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for name, share in zip(names, shares, strict=True):
-        value = finite(share)
-        if value is not None:
-            out[name] = min(1.0, max(0.0, value))
-    return out
+@dataclass
+class _Stratum:
+    observed: list[float]
+    expected: list[float]
+    slack: list[float]
 
 
-def evaluate(ctx: Tick, status: ModelExperimentStatus) -> SRMCheck | None:
-    """The SRM test over the run's strata, or None when no stratum can be used yet."""
-    primary = ctx.spec.metrics.primary
-    mtype = primary.metric_type
-    names = (ctx.champion, *ctx.live(status))
-    observed: list[list[float]] = []
-    expected: list[list[float]] = []
-    for stratum in status.strata:
-        weights = [stratum.weights.get(v, 0) for v in names]
-        totals = [stratum.totals.get(v, {}).get(primary.name) for v in names]
-        if any(w <= 0 for w in weights) or any(t is None for t in totals):
-            continue
-        total_weight = float(sum(weights))
-        expected.append([w / total_weight for w in weights])
-        observed.append([counts.samples(t, mtype) for t in totals])
-    if not observed:
+def _upper(mean: float) -> float:
+    """A Poisson-style upper bound of a count with expectation ``mean``."""
+    return mean + _SIGMAS * math.sqrt(max(mean, 0.0)) + _SIGMAS
+
+
+def _stratum_terms(stratum: Stratum, names: tuple[str, ...]) -> _Stratum | None:
+    weights = [stratum.weights.get(v, 0) for v in names]
+    if stratum.counted_from is None or any(w <= 0 for w in weights):
+        return None
+    covered = [counts.coverage(stratum.sampling.get(v, {})) for v in names]
+    if any(seconds <= 0 for _, seconds in covered):
+        return None
+    observed = [x for x, _ in covered]
+    raw = [w * seconds for w, (_, seconds) in zip(weights, covered, strict=True)]
+    expected = [r / sum(raw) for r in raw]
+    # The slack of a drifting traffic rate over the edges: a share of a scrape interval's traffic.
+    slack = [EDGE_DRIFT * 2.0 * stratum.spacing * _upper(x) / seconds for x, seconds in covered]
+    return _Stratum(observed, expected, slack)
+
+
+def _epoch_evidence(status: ModelExperimentStatus, names: tuple[str, ...]) -> tuple[
+    float, list[_Stratum]
+] | None:
+    terms = [
+        t
+        for s in status.strata
+        if s.srm_epoch == status.srm.epoch and (t := _stratum_terms(s, names)) is not None
+    ]
+    if not terms:
         return None
     try:
-        res = stats_srm.srm_sequential_stratified(
-            observed,
-            expected,
-            previous_max_log_e_value=status.srm_max_log_e_value,
-            threshold=ctx.spec.analysis.srm_threshold,
+        log_e = sum(
+            robust_srm.robust_log_bayes_factor(t.observed, t.expected, t.slack, excess=t.slack) for t in terms
         )
     except InvalidInputError:
         return None
-    status.srm_max_log_e_value = max(status.srm_max_log_e_value, res.max_log_e_value)
-    obs_shares = _shares(names, res.observed_shares)
-    exp_shares = _shares(names, res.expected_shares)
+    return log_e, terms
+
+
+def _shares(terms: list[_Stratum]) -> tuple[list[float], list[float]]:
+    """Observed and expected shares pooled over strata (expected weighted by each stratum's count)."""
+    width = len(terms[0].observed)
+    observed = [sum(t.observed[i] for t in terms) for i in range(width)]
+    expected = [sum(sum(t.observed) * t.expected[i] for t in terms) for i in range(width)]
+    total = sum(observed)
+    if total <= 0:
+        return [math.nan] * width, list(terms[-1].expected)
+    return [o / total for o in observed], [e / total for e in expected]
+
+
+def _contradicted(alarm: SRMAlarm, terms: list[_Stratum], names: tuple[str, ...], threshold: float) -> bool:
+    """Whether the fresh counts reject the split the alarm saw (as a distortion of the weights)."""
+    ratios = []
+    for v in names:
+        seen, wanted = alarm.observed_shares.get(v), alarm.expected_shares.get(v)
+        if seen is None or wanted is None or wanted <= 0 or seen <= 0:
+            return False
+        ratios.append(seen / wanted)
+    log_e = 0.0
+    for t in terms:
+        distorted = [e * r for e, r in zip(t.expected, ratios, strict=True)]
+        total = sum(distorted)
+        try:
+            log_e += robust_srm.robust_log_bayes_factor(
+                t.observed, [d / total for d in distorted], t.slack, excess=t.slack
+            )
+        except InvalidInputError:
+            return False
+    return log_e >= -math.log(threshold)
+
+
+def _restart(ctx: Tick, status: ModelExperimentStatus) -> None:
+    """A new epoch, and a new stratum of the same step and weights that counts from now."""
+    status.srm.epoch += 1
+    status.srm.max_log_e_value = 0.0
+    step = status.current_step or 0
+    counts.open_stratum(
+        status, step, status.weights, ctx.now, previous=status.weights, srm_epoch=status.srm.epoch
+    )
+
+
+def _split_text(names: tuple[str, ...], observed: dict[str, float], expected: dict[str, float]) -> str:
+    return ", ".join(f"{n} {pct(observed.get(n))} (expected {pct(expected.get(n))})" for n in names)
+
+
+def _alarm(
+    ctx: Tick, status: ModelExperimentStatus, p: float, observed: dict[str, float], expected: dict[str, float]
+) -> SRMAlarm:
+    alarm = SRMAlarm(
+        at=ctx.now,
+        step=status.current_step or 0,
+        p_value=min(1.0, max(0.0, p)),
+        observed_shares=observed,
+        expected_shares=expected,
+    )
+    if status.srm.cleared >= MAX_CLEARED:
+        alarm.confirmed = True
+    else:
+        _restart(ctx, status)
+    return alarm
+
+
+def _advance(
+    ctx: Tick,
+    status: ModelExperimentStatus,
+    names: tuple[str, ...],
+    p: float,
+    terms: list[_Stratum],
+    shares: tuple[dict[str, float], dict[str, float]],
+) -> None:
+    """Move the alarm state on with this tick's evidence (see the module docstring)."""
+    threshold = ctx.spec.analysis.srm_threshold
+    alarm = status.srm.alarm
+    observed, expected = shares
+    split = _split_text(names, observed, expected)
+    if alarm is None:
+        if p < threshold:
+            # (the condition's Event says so, with the summary: holding, and counting again)
+            status.srm.alarm = _alarm(ctx, status, p, observed, expected)
+        return
+    if alarm.confirmed:
+        return
+    if p < threshold:
+        alarm.confirmed = True
+        ctx.emit(
+            EventType.WARNING,
+            "SampleRatioMismatchConfirmed",
+            f"The sample ratio mismatch found at {alarm.at.isoformat()} persists in the counts since: "
+            f"observed {split}; always-valid p {fmt(p)}. Holding until a person acts (abort, promote or "
+            "retry).",
+        )
+    elif _contradicted(alarm, terms, names, threshold):
+        status.srm.alarm = None
+        status.srm.cleared += 1
+        ctx.emit(
+            EventType.NORMAL,
+            "SampleRatioMismatchCleared",
+            f"The counts since {alarm.at.isoformat()} contradict the split seen then "
+            f"({_split_text(names, alarm.observed_shares, alarm.expected_shares)}): now {split}. "
+            "The experiment goes on.",
+        )
+
+
+def evaluate(ctx: Tick, status: ModelExperimentStatus) -> SRMCheck | None:
+    """The SRM test of the current epoch, and the alarm's state; None when nothing can be tested."""
+    names = (ctx.champion, *ctx.live(status))
+    found = _epoch_evidence(status, names)
+    epoch = status.srm.epoch
+    p = 1.0
+    observed: dict[str, float] = {}
+    expected: dict[str, float] = {}
+    if found is not None:
+        log_e, terms = found
+        status.srm.max_log_e_value = max(status.srm.max_log_e_value, log_e)
+        p = math.exp(-status.srm.max_log_e_value)
+        obs_list, exp_list = _shares(terms)
+        observed, expected = _clean(names, obs_list), _clean(names, exp_list)
+        _advance(ctx, status, names, p, terms, (observed, expected))
+    alarm = status.srm.alarm
+    if alarm is not None and (found is None or status.srm.epoch != epoch):
+        # No fresh counts yet: what is known is what the alarm saw.
+        p, observed, expected = alarm.p_value, dict(alarm.observed_shares), dict(alarm.expected_shares)
+    elif found is None:
+        return None
+    return _check(ctx, names, p, observed, expected, alarm)
+
+
+def _check(
+    ctx: Tick,
+    names: tuple[str, ...],
+    p: float,
+    observed: dict[str, float],
+    expected: dict[str, float],
+    alarm: SRMAlarm | None,
+) -> SRMCheck:
+    threshold = ctx.spec.analysis.srm_threshold
+    split = _split_text(names, observed, expected)
+    if alarm is None:
+        summary = f"split as configured (always-valid p {fmt(p)})"
+    elif alarm.confirmed:
+        summary = (
+            f"sample ratio mismatch confirmed: observed {split}; always-valid p {fmt(p)} < {fmt(threshold)}"
+        )
+    else:
+        summary = (
+            f"sample ratio mismatch found at {alarm.at.isoformat()} (always-valid p {fmt(alarm.p_value)} < "
+            f"{fmt(threshold)}: {_split_text(names, alarm.observed_shares, alarm.expected_shares)}); "
+            f"counting again since to check it: {split}"
+        )
     result = SRMResult(
-        p_value=finite(res.p_value),
-        observed_shares=obs_shares,
-        expected_shares=exp_shares,
-        mismatch=res.mismatch,
+        p_value=finite(min(1.0, p)),
+        observed_shares=observed,
+        expected_shares=expected,
+        mismatch=alarm is not None,
     )
-    split = ", ".join(f"{n} {pct(obs_shares.get(n))} (expected {pct(exp_shares.get(n))})" for n in names)
-    summary = (
-        f"sample ratio mismatch: observed {split}; always-valid p {fmt(res.p_value)} < "
-        f"{fmt(ctx.spec.analysis.srm_threshold)}"
-        if res.mismatch
-        else f"split as configured (always-valid p {fmt(res.p_value)})"
-    )
-    numbers: dict[str, float | None] = {"pValue": res.p_value, "threshold": ctx.spec.analysis.srm_threshold}
+    numbers: dict[str, float | None] = {"pValue": p, "threshold": threshold}
     for n in names:
-        numbers[f"{n}.observedShare"] = obs_shares.get(n)
-        numbers[f"{n}.expectedShare"] = exp_shares.get(n)
-    return SRMCheck(result, res.mismatch, summary, numbers)
+        numbers[f"{n}.observedShare"] = observed.get(n)
+        numbers[f"{n}.expectedShare"] = expected.get(n)
+    return SRMCheck(result, alarm is not None, summary, numbers)
+
+
+def _clean(names: tuple[str, ...], shares: list[float]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for n, s in zip(names, shares, strict=True):
+        value = finite(s)
+        if value is not None:
+            out[n] = min(1.0, max(0.0, value))
+    return out

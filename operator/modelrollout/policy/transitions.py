@@ -16,7 +16,6 @@ from modelrollout.api.status import (
     PauseReason,
     PauseRecord,
     Phase,
-    Stratum,
 )
 from modelrollout.policy import counts, steps
 from modelrollout.policy.context import Outcome, Tick, clean_numbers
@@ -47,11 +46,9 @@ def _outcome(
     return Outcome(rule, reason, message, clean_numbers(numbers), transition=True)
 
 
-def _open_stratum(ctx: Tick, status: ModelExperimentStatus, step: int) -> None:
-    # The baseline is taken once the stratum has settled (see counts.settle_duration).
-    if status.strata:
-        status.strata[-1].ended_at = ctx.now
-    status.strata.append(Stratum(step=step, weights=dict(status.weights), started_at=ctx.now))
+def _open_stratum(ctx: Tick, status: ModelExperimentStatus, step: int, previous: dict[str, int]) -> None:
+    """A new stratum for the status's weights; it settles before it counts (counts.settle)."""
+    counts.open_stratum(status, step, status.weights, ctx.now, previous=previous, srm_epoch=status.srm.epoch)
 
 
 def start(ctx: Tick, status: ModelExperimentStatus) -> Outcome:
@@ -74,9 +71,9 @@ def start(ctx: Tick, status: ModelExperimentStatus) -> Outcome:
         status.phase = Phase.PROGRESSING
         status.current_step = 0
         status.step_started_at = ctx.now
+        before = steps.champion_only(ctx.variants, ctx.champion)
         status.weights = steps.step_weights(ctx.variants, ctx.champion, live, ctx.steps[0])
-        # The first stratum settles like any other before it counts (counts.settle_duration).
-        status.strata = [Stratum(step=0, weights=dict(status.weights), started_at=ctx.now)]
+        _open_stratum(ctx, status, 0, before)
         message = f"Started at step 0: {ctx.steps[0]} % of the traffic to {', '.join(live)}."
         numbers = {"step": 0, "challengerShare": ctx.steps[0]}
     return _outcome(
@@ -101,13 +98,9 @@ def shadow_passed(
 ) -> Outcome:
     """Shadowing -> Progressing at step 0, mirrors off; the readings start again from now.
 
-    Mirrored traffic gives the challenger the champion's request rate during the shadow phase.
-    Read over a window from the experiment's start, ``increase()`` then extrapolates each reading's
-    end edge (up to one scrape interval) at that inflated average rate, so the challenger's counts
-    at 10 % jitter by far more than its traffic per tick; the always-valid SRM test latched that
-    noise as a mismatch on the real stack. The queries' window starts at the end of the shadow
-    phase instead (``status.countedSince``), and the guardrails' sequential tests start again on
-    real traffic: the shadow phase tested the mirrored responses, a separate question.
+    The counts since the start (``status.totals``, which the guardrails use) start again at the
+    end of the shadow phase (``status.countedSince``), and so do the guardrails' sequential tests:
+    the shadow phase tested the mirrored responses, a separate question from real traffic.
     """
     live = ctx.live(status)
     status.counted_since = ctx.now
@@ -118,8 +111,10 @@ def shadow_passed(
     status.phase = Phase.PROGRESSING
     status.current_step = 0
     status.step_started_at = ctx.now
+    status.totals = {}
+    before = steps.champion_only(ctx.variants, ctx.champion)
     status.weights = steps.step_weights(ctx.variants, ctx.champion, live, ctx.steps[0])
-    _open_stratum(ctx, status, 0)
+    _open_stratum(ctx, status, 0, before)
     return _outcome(
         ctx,
         status,
@@ -145,8 +140,9 @@ def advance(
     step = before + 1
     status.current_step = step
     status.step_started_at = ctx.now
+    old_weights = dict(status.weights)
     status.weights = steps.step_weights(ctx.variants, ctx.champion, ctx.live(status), ctx.steps[step])
-    _open_stratum(ctx, status, step)
+    _open_stratum(ctx, status, step, old_weights)
     return _outcome(
         ctx,
         status,
@@ -185,8 +181,9 @@ def drop(
     from_phase, from_step = status.phase, status.current_step
     if status.phase is Phase.PROGRESSING and status.current_step is not None:
         share = ctx.steps[min(status.current_step, len(ctx.steps) - 1)]
+        before = dict(status.weights)
         status.weights = steps.step_weights(ctx.variants, ctx.champion, live, share)
-        _open_stratum(ctx, status, status.current_step)
+        _open_stratum(ctx, status, status.current_step, before)
     return _outcome(
         ctx,
         status,
@@ -222,8 +219,7 @@ def promote(
     status.pause = None
     status.weights = steps.winner_only(ctx.variants, winner)
     status.finished_at = ctx.now
-    if status.strata and status.strata[-1].ended_at is None:
-        status.strata[-1].ended_at = ctx.now
+    counts.end_stratum(status, ctx.now)
     return _outcome(
         ctx,
         status,
@@ -251,8 +247,7 @@ def rollback(
     status.pause = None
     status.weights = steps.champion_only(ctx.variants, ctx.champion)
     status.finished_at = ctx.now
-    if status.strata and status.strata[-1].ended_at is None:
-        status.strata[-1].ended_at = ctx.now
+    counts.end_stratum(status, ctx.now)
     return _outcome(
         ctx,
         status,

@@ -311,6 +311,20 @@ class SimStack:
     def start_model(self, spec: ModelSpec) -> RunningModel:
         return self.start_models([spec])[0]
 
+    def restart_model(self, model: RunningModel) -> RunningModel:
+        """Stop ``model``'s server and start a new one on the same port: a pod restarted in place,
+        whose counters start again from zero (a counter reset, for the same series)."""
+        model.process.stop(timeout=5.0)
+        wait_ports_closed([model.port], timeout=10.0)
+        spec = model.spec
+        proc, ready = self._spawn(f"model-{spec.config.variant}", "modelrollout.sim.model_server",
+                                  ["--variant", spec.config.variant, "--port", str(model.port),
+                                   "--config-json", json.dumps(spec.config.to_dict())])
+        self._wait_ready(proc, ready, lambda i: f"http://{LOOPBACK}:{i['port']}/healthz")
+        restarted = RunningModel(spec, model.port, proc)
+        self.models[self.models.index(model)] = restarted
+        return restarted
+
     def backends(self, models: Iterable[RunningModel] | None = None) -> tuple[Backend, ...]:
         """The mesh backends of ``models`` (default: every running model)."""
         return tuple(m.backend() for m in (self.models if models is None else models))
