@@ -165,13 +165,24 @@ def test_traffic_grows_every_variant_by_its_share() -> None:
 def test_experiment_manifest_validates_with_the_spec_defaults() -> None:
     from modelrollout.api.spec import ModelExperimentSpec
     from modelrollout.api.types import parse_duration
+    from modelrollout.metrics import build_counter_set
 
     exp = scale.Experiment("ns", "e0001")
     manifest = scale.experiment_manifest(exp, "http://127.0.0.1:9090", None)
     spec = ModelExperimentSpec.model_validate(manifest["spec"])
     assert parse_duration(spec.rollout.interval).total_seconds() == 30
-    assert 'app="e0001"' in spec.metrics.primary.successes
-    assert "{{window}}" in spec.metrics.primary.trials
+    # plain counter selectors (no {{window}}, no function): the operator counts their raw samples
+    assert spec.metrics.primary.successes == \
+        'clicks_total{namespace="{{namespace}}", app="e0001", model="{{variant}}"}'
+    assert spec.metrics.primary.trials == \
+        'impressions_total{namespace="{{namespace}}", app="e0001", model="{{variant}}"}'
+    counter_set = build_counter_set(spec, "ns")
+    assert counter_set.spec_errors() == []
+    successes, trials = counter_set.metrics[0].fields
+    assert [q.selector for q in successes.parts] == [
+        f'clicks_total{{namespace="ns", app="e0001", model=~"{"|".join(scale.VARIANTS)}"}}']
+    assert [q.selector for q in trials.parts] == [
+        f'impressions_total{{namespace="ns", app="e0001", model=~"{"|".join(scale.VARIANTS)}"}}']
     interval = scale.experiment_manifest(exp, "http://127.0.0.1:9090", "10s")["spec"]["rollout"]
     assert interval == {"interval": "10s"}
 

@@ -6,7 +6,7 @@ import re
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from modelrollout.api import ModelExperimentSpec, Variant
@@ -99,14 +99,12 @@ def metric_name(selector: str) -> str:
     return selector.split("{", 1)[0]
 
 
-def re2_as_python(pattern: str) -> str:
-    r"""RE2's ``\x{HEX}`` escapes as Python escapes; the rest of these patterns reads the same."""
-    return re.sub(r"\\x\{([0-9a-fA-F]+)\}", lambda m: re.escape(chr(int(m.group(1), 16))), pattern)
-
-
 def selects(regex: str, value: str) -> bool:
-    """Whether a PromQL regex matcher with ``regex`` matches the label value ``value`` (anchored)."""
-    return re.fullmatch(re2_as_python(regex), value) is not None
+    """Whether a PromQL regex matcher with ``regex`` matches the label value ``value`` (anchored).
+
+    The operator's patterns escape only ASCII punctuation (``ranker\\-v6``), which RE2 and Python
+    read alike, so Python's ``re`` stands in for RE2 here."""
+    return re.fullmatch(regex, value) is not None
 
 
 # --- user selectors -----------------------------------------------------------------------------
@@ -136,7 +134,9 @@ def test_one_varying_matcher_is_combined_into_one_regex_query() -> None:
 def test_a_varying_value_with_a_prefix_is_combined_by_the_whole_value() -> None:
     (query,) = template_queries('up{job="ranker-{{variant}}"}', path="p", variants=["v6", "v7"],
                                 namespace="shop")
-    assert query.selector == 'up{job=~"ranker-v6|ranker-v7"}'
+    # the alternatives are regex literals (punctuation escaped), re-quoted for PromQL (\ doubled)
+    assert query.selector == r'up{job=~"ranker\\-v6|ranker\\-v7"}'
+    assert matchers(query.selector)["job"] == ("=~", r"ranker\-v6|ranker\-v7")
     assert dict(query.values) == {"ranker-v6": "v6", "ranker-v7": "v7"}
     assert query.variant_of({"job": "ranker-v7", "instance": "a"}) == "v7"
     assert query.variant_of({"job": "v7"}) is None
@@ -324,13 +324,16 @@ def test_hostile_deployment_names_are_refused(deployment: str) -> None:
 
 
 @given(st.text(min_size=0, max_size=70))
+@example("ranker-v7-b")
 def test_only_dns_labels_get_into_a_selector(name: str) -> None:
     bad = _with_challenger(spec(), name=name)
     if name == "v6":
         return
     if DNS_LABEL.fullmatch(name):
         (query,) = one(build_counter_set(bad, "shop"), "ctr").fields[0].parts
-        assert query.selector == f'clicks_total{{model=~"v6|{name}", namespace="shop"}}'
+        escaped = name.replace("-", "\\\\-")  # a regex literal (\-), re-quoted for PromQL (\\-)
+        assert query.selector == f'clicks_total{{model=~"v6|{escaped}", namespace="shop"}}'
+        assert query.variant_of({"model": name}) == name
     else:
         with pytest.raises(InvalidInputError):
             build_counter_set(bad, "shop")
@@ -350,9 +353,11 @@ def test_istio_error_rate() -> None:
     (errors,), (requests,) = successes.parts, trials.parts
     assert metric_name(errors.selector) == metric_name(requests.selector) == "istio_requests_total"
     assert matchers(requests.selector) == {
-        **BY_SERVICE, "destination_service_name": ("=~", "ranker-v6|ranker-v7")}
+        **BY_SERVICE, "destination_service_name": ("=~", r"ranker\-v6|ranker\-v7")}
     assert matchers(errors.selector) == {**matchers(requests.selector), "response_code": ("=~", "5..")}
-    assert errors.selector.startswith('istio_requests_total{reporter="destination", ')
+    assert requests.selector == (
+        'istio_requests_total{reporter="destination", destination_service_namespace="shop", '
+        r'destination_service_name=~"ranker\\-v6|ranker\\-v7"}')
     for query in (errors, requests):
         assert query.path == "spec.metrics.guardrails[0].preset"
         assert query.sign == 1.0
@@ -383,11 +388,11 @@ def test_istio_latency_over_counts_all_requests_minus_the_threshold_bucket() -> 
     assert metric_name(within.selector) == "istio_request_duration_milliseconds_bucket"
     assert (count.sign, within.sign) == (1.0, -1.0)
     assert matchers(count.selector) == {
-        **BY_SERVICE, "destination_service_name": ("=~", "ranker-v6|ranker-v7")}
+        **BY_SERVICE, "destination_service_name": ("=~", r"ranker\-v6|ranker\-v7")}
     le = matchers(within.selector).pop("le")
     assert {k: v for k, v in matchers(within.selector).items() if k != "le"} == matchers(count.selector)
     assert le[0] == "=~"
-    assert le[1].split("|")[0] == "500"
+    assert le[1] == r"500|500\.0"
     assert selects(le[1], "500")
     assert selects(le[1], "500.0")  # the Python client's spelling
     for other in ("5000", "50", "500x0", "500.00", "250", "+Inf", "500|500.0"):
@@ -440,7 +445,7 @@ def test_provider_service_identifies_variants_by_workload() -> None:
     assert "destination_service_name" not in found
     assert "destination_service_namespace" not in found
     op, regex = found["destination_workload"]
-    assert op == "=~"
+    assert (op, regex) == ("=~", r"ranker\-v6\.app|ranker\-v7\.app")
     assert selects(regex, "ranker-v6.app")
     assert selects(regex, "ranker-v7.app")
     assert not selects(regex, "ranker-v6xapp")  # the dot is a dot
@@ -505,6 +510,21 @@ def test_gateway_series_belong_to_a_variant_by_their_cluster_name(label: str) ->
     other = "cluster_name" if label == "envoy_cluster_name" else "envoy_cluster_name"
     v6 = CLUSTER.format(port=80, subset="", service="ranker-v6", namespace="shop")
     assert query.variant_of({other: v6}) is None
+
+
+def test_gateway_patterns_escape_a_namespace_with_a_hyphen() -> None:
+    the_spec = spec(guardrails=guard("gateway-error-rate"), provider="gatewayAPI")
+    query = one(build_counter_set(the_spec, "shop-eu"), "g").fields[1].parts[0]
+    op, regex = matchers(query.selector)[query.label or ""]
+    assert op == "=~"
+    assert r"[.]shop\-eu[.]svc" in regex
+    v7 = CLUSTER.format(port=80, subset="", service="ranker-v7", namespace="shop-eu")
+    assert selects(regex, v7)
+    assert query.variant_of({"envoy_cluster_name": v7}) == "v7"
+    for other in ("shop", "shopxeu", "shop-eux"):
+        cluster = CLUSTER.format(port=80, subset="", service="ranker-v7", namespace=other)
+        assert not selects(regex, cluster), other
+        assert query.variant_of({"envoy_cluster_name": cluster}) is None
 
 
 def test_gateway_preset_needs_services() -> None:

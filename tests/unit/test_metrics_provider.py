@@ -31,6 +31,7 @@ from modelrollout.localenv.procs import free_port
 from modelrollout.metrics import (
     DIVERGENCE,
     AnchorMemo,
+    CounterQuery,
     CounterSet,
     MetricsProvider,
     PrometheusProvider,
@@ -47,6 +48,8 @@ S = AT.timestamp()  # 1748779200.25
 SINCE = AT - timedelta(seconds=60)
 CLICKS = 'clicks_total{model=~"v6|v7"}'
 VIEWS = 'views_total{model=~"v6|v7"}'
+#: The spec field of the first query of a tick (failure reasons name it, not the selector).
+FIRST = "spec.metrics.primary.successes"
 
 
 @dataclass
@@ -242,7 +245,7 @@ def test_the_range_of_a_query_reaches_just_before_its_start(start_ms: int, span_
 
     provider._client.custom_query = custom_query
     end = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=start_ms + span_ms, microseconds=micros)
-    provider.fetch_range("x", start_ms / 1000 - 0.001, seconds(end))
+    provider.fetch_range(CounterQuery("x", "p"), start_ms / 1000 - 0.001, seconds(end))
     provider.close()
     ((query, params),) = sent
     length = int(query.removeprefix("x[").removesuffix("ms]"))
@@ -282,6 +285,27 @@ def test_the_shadow_divergence_comes_with_the_other_metrics(server: FakeServer) 
                               'modelrollout_shadow_compared_total{variant=~"v7", baseline="v6"}[360000ms]']
 
 
+def test_the_latency_count_is_asked_once_per_tick(server: FakeServer) -> None:
+    # the latency preset's _count is in both its fields: one request per tick
+    services = {"destination_service_namespace": "shop", "reporter": "destination"}
+    requests: dict[str, list[tuple[float, float]]] = {
+        "ranker-v6": [(S - 70, 0), (S - 10, 200)], "ranker-v7": [(S - 70, 0), (S - 10, 100)]}
+    within: dict[str, list[tuple[float, float]]] = {
+        "ranker-v6": [(S - 70, 0), (S - 10, 190)], "ranker-v7": [(S - 70, 0), (S - 10, 80)]}
+    server.answer = by_query({
+        **ANSWERS,
+        "_count{": matrix("destination_service_name", services, **requests),
+        "_bucket{": matrix("destination_service_name", {**services, "le": "500"}, **within),
+    })
+    with PrometheusProvider(server.url) as provider:
+        readings = observe(provider, counters(threshold_ms=500))
+    assert sums(readings["slow"]) == {"v6": {"successes": 10, "trials": 200},
+                                      "v7": {"successes": 20, "trials": 100}}
+    names = [q.split("{")[0] for q in server.queries()]
+    assert names == ["clicks_total", "views_total", "istio_request_duration_milliseconds_count",
+                     "istio_request_duration_milliseconds_bucket"]
+
+
 def test_bearer_token_header(server: FakeServer) -> None:
     from_spec = PrometheusProvider.from_spec(spec().metrics.prometheus, Credentials(bearer_token="s3cr3t"))
     assert (from_spec.address, from_spec.timeout) == ("http://prometheus:9090", 2.0)
@@ -309,23 +333,23 @@ def test_it_is_a_metrics_provider() -> None:
 @pytest.mark.parametrize(
     ("status", "body", "words"),
     [
-        (500, b"internal error", "Prometheus at {url} answered HTTP 500 for " + CLICKS + ": internal error"),
+        (500, b"internal error", "Prometheus at {url} answered HTTP 500 for " + FIRST + ": internal error"),
         (502, b"<html>bad gateway</html>", "answered HTTP 502"),
         (422, error("execution", "expanding series: too many samples"),
-         "Prometheus could not evaluate " + CLICKS + ": expanding series: too many samples"),
+         "Prometheus could not evaluate " + FIRST + ": expanding series: too many samples"),
         (503, error("timeout", "query timed out in expression evaluation"),
-         "Prometheus timed out evaluating " + CLICKS + ": query timed out"),
+         "Prometheus timed out evaluating " + FIRST + ": query timed out"),
         (400, error("bad_data", "1:5: parse error: unexpected"),
-         "PromQL error in " + CLICKS + ": 1:5: parse error: unexpected"),
+         "PromQL error in " + FIRST + ": 1:5: parse error: unexpected"),
         (401, b"Unauthorized", "Prometheus at {url} refused the query (HTTP 401): Unauthorized; check "
                                "spec.metrics.prometheus.bearerTokenSecretRef"),
         (403, b"Forbidden", "refused the query (HTTP 403): Forbidden"),
         (404, b"404 page not found", "answered HTTP 404 (is the address the base URL"),
-        (200, b"<html>not json</html>", "gave an unreadable answer for " + CLICKS),
+        (200, b"<html>not json</html>", "gave an unreadable answer for " + FIRST + ": JSONDecodeError"),
         (200, b'{"status": "success"}', "gave an unreadable answer"),
         (200, success([{"metric": {"model": "v6"}, "value": [1, "1"]}], "vector"),
-         "Prometheus answered an instant vector instead of a range vector for "
-         "spec.metrics.primary.successes"),
+         "Prometheus answered an instant vector instead of a range vector for " + FIRST + " (selector: "
+         + CLICKS + ")"),
     ],
 )
 def test_http_faults_are_unknown_with_the_reason(server: FakeServer, status: int, body: bytes,
@@ -337,6 +361,8 @@ def test_http_faults_are_unknown_with_the_reason(server: FakeServer, status: int
     assert isinstance(found, Unknown)
     assert words.replace("{url}", server.url) in found.reason
     assert isinstance(readings["g0"], Unknown)
+    if FIRST in words:  # each reason names the spec field of its query
+        assert "spec.metrics.guardrails[0].successes" in readings["g0"].reason
     assert len(server.seen) == 2  # not retried; the metric stops at its first failure, the next is asked
 
 
@@ -385,13 +411,13 @@ def test_no_exception_escapes(server: FakeServer, monkeypatch: pytest.MonkeyPatc
     provider.close()
 
 
-@pytest.mark.xfail(strict=True, raises=TypeError,
-                   reason="bug: a naive evaluation time raises TypeError out of observe (it was an Unknown)")
 def test_a_naive_evaluation_time_is_unknown(server: FakeServer) -> None:
     with PrometheusProvider(server.url) as provider:
-        found = observe(provider, counters(), AT.replace(tzinfo=None))
-    assert isinstance(found["ctr"], Unknown)
-    assert "timezone-aware" in found["ctr"].reason
+        found = observe(provider, counters(guardrails=1), AT.replace(tzinfo=None))
+        checkpoint = observe(provider, counters(), checkpoint=SINCE.replace(tzinfo=None))
+    naive = Unknown("the reading's time, countedSince and the checkpoints must be timezone-aware")
+    assert found == {"ctr": naive, "g0": naive}
+    assert checkpoint == {"ctr": naive}
     assert server.seen == []
 
 
