@@ -265,8 +265,8 @@ def established_to(port: int, table: str) -> int:
 
 
 def short_reason(message: str) -> str:
-    """A condition message with the names of experiments and namespaces and the query left out."""
-    message = message.split(" (query:", 1)[0]
+    """A condition message with the names of experiments and namespaces and the selector left out."""
+    message = message.split(" (selector:", 1)[0]
     message = re.sub(r"bench-[0-9a-f]+-\d+", "<ns>", message)
     return re.sub(r"\be\d{4}\b", "<exp>", message)[:160]
 

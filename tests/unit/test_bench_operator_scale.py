@@ -187,9 +187,9 @@ def test_experiment_manifest_validates_with_the_spec_defaults() -> None:
     assert interval == {"interval": "10s"}
 
 
-def test_short_reason_drops_names_and_the_query() -> None:
+def test_short_reason_drops_names_and_the_selector() -> None:
     message = ("no data for variant v7 from spec.metrics.primary.trials in bench-1a2b-3/e0042 "
-               '(query: sum(increase(impressions_total{app="e0042"}[60s])))')
+               '(selector: impressions_total{app="e0042", model="v7"})')
     expected = "no data for variant v7 from spec.metrics.primary.trials in <ns>/<exp>"
     assert scale.short_reason(message) == expected
 

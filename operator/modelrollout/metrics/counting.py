@@ -336,6 +336,7 @@ class MetricCounter:
                 still.append(k)
             else:  # a series back from a gap: it continues from its last value, dated at the lookback
                 part.anchors[k] = Anchor(start - LONG_LOOKBACK.total_seconds(), value)
+                part.synthetic.add(k)  # (a lower bound of its time, not a scrape interval)
         part.pending = still
         return None
 
