@@ -745,10 +745,6 @@ def test_the_look_back_of_the_latency_count_is_sent_once() -> None:
     assert lookups == [COUNT]
 
 
-@pytest.mark.xfail(strict=True, reason="bug: the look-back anchor's time (a lower bound, LONG_LOOKBACK "
-                                       "before the range) is taken as a sample spacing: a series back from a "
-                                       "gap reports over an hour, which widens the stratum's settle limit "
-                                       "and the SRM test's slack")
 def test_a_series_back_from_a_gap_reports_no_spacing_beyond_its_real_gap() -> None:
     prometheus = FakePrometheus()
     both(prometheus, "v6", [(-30, 0), (-15, 1), (0, 2), (15, 3)])
