@@ -227,9 +227,15 @@ def patch_status(
 
 
 def with_removed_keys(new: Mapping[str, Any], old: Mapping[str, Any] | None) -> dict[str, Any]:
-    """``new`` plus ``None`` for every top-level key of ``old`` that ``new`` dropped (merge-patch delete)."""
+    """``new`` plus ``None`` for every key of ``old`` that ``new`` dropped, at every depth of nested
+    objects (a JSON merge patch deletes a key only when it says ``null``, and merges objects key by
+    key: without this, a field cleared inside the status, such as ``srm.alarm`` or a guardrail's
+    state in ``sequential``, would stay on the object). Lists are replaced whole, as merge patches do.
+    """
     out = dict(new)
-    for key in old or {}:
+    for key, before in (old or {}).items():
         if key not in out:
             out[key] = None
+        elif isinstance(before, Mapping) and isinstance(out[key], Mapping):
+            out[key] = with_removed_keys(out[key], before)
     return out

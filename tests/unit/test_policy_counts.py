@@ -105,23 +105,41 @@ def test_coverage_weights_each_target_by_its_rate() -> None:
     assert counts.coverage({"a": TargetSampling(samples=0, seconds=30)}) == (0.0, 30.0)
 
 
-def test_the_running_stratum_records_its_sampling_per_target_and_leaves_resets_out() -> None:
-    status = status_with(Stratum(step=0, weights={"v1": 50, "v2": 50}, started_at=T0, counted_from=T0))
-    incs = (Increment(ts(0), ts(10), 100, "p1"), Increment(ts(10), ts(20), 30, "p1", reset=True),
-            Increment(ts(5), ts(15), 90, "p2"))
+def test_the_running_stratum_records_its_sampling_per_target_and_the_spans_of_resets() -> None:
+    status = status_with(Stratum(step=0, weights={"v1": 50, "v2": 50}, started_at=T0, counted_from=at(5)))
+    incs = (Increment(ts(5), ts(15), 100, "p1"), Increment(ts(15), ts(25), 30, "p1", reset=True),
+            Increment(ts(10), ts(20), 90, "p2"), Increment(ts(0), ts(10), 7, "p3"))
     v1 = VariantCounts(fields={"trials": incs, "successes": ()}, spacing=10.0, resets=1)
-    r = reading(None, 20, {"v2": [(0, 20, 200, 20)]}, v1=v1)
+    r = reading(None, 25, {"v2": [(5, 25, 200, 20)]}, v1=v1)
     counts.read(SPEC, status, {"conversion": r}, ("v1", "v2"), stratify=True)
     sampling = status.strata[0].sampling["v1"]
     assert sampling == {
-        "p1": TargetSampling(samples=100, seconds=10),
+        "p1": TargetSampling(samples=130, seconds=20, reset_seconds=10),
         "p2": TargetSampling(samples=90, seconds=10),
+        "p3": TargetSampling(),  # seen (its increment reaches into the stratum), not reported yet
     }
-    assert status.strata[0].totals["v1"]["conversion"].trials == 220  # the reset's count is counted
+    assert status.strata[0].totals["v1"]["conversion"].trials == 220
     assert status.strata[0].resets == {"v1": 1}
-    # When the stratum ends, its sampling becomes one entry per variant
-    counts.end_stratum(status, at(20))
-    assert status.strata[0].sampling["v1"] == {"*": TargetSampling(samples=190, seconds=10.0)}
+    # When the stratum ends, its sampling becomes one entry per variant, with its bound of losses
+    counts.end_stratum(status, at(25))
+    [(key, ended)] = status.strata[0].sampling["v1"].items()
+    assert key == "*"
+    assert (ended.samples, ended.seconds) == (220, pytest.approx(counts.coverage(sampling)[1]))
+    assert ended.lost == pytest.approx(counts.lost_bound(sampling, 20.0))
+    assert counts.lost_bound(status.strata[0].sampling["v1"], 20.0) == pytest.approx(
+        counts.lost_bound({"*": ended}, 20.0), rel=0.2)
+
+
+def test_the_bound_of_what_was_lost() -> None:
+    steady = {"a": TargetSampling(samples=900, seconds=30), "b": TargetSampling(samples=910, seconds=30)}
+    assert counts.lost_bound(steady, 30.0) == 0.0
+    reset = {**steady, "b": TargetSampling(samples=600, seconds=30, reset_seconds=10)}
+    rate_b = (600 + 3 * 600**0.5 + 3) / 30
+    expected = rate_b * 10
+    assert counts.lost_bound(reset, 30.0) == pytest.approx(expected + 3 * expected**0.5 + 3)
+    # a target that has not reported yet may carry any share: up to the variant's whole traffic
+    unreported = {**steady, "c": TargetSampling()}
+    assert counts.lost_bound(unreported, 30.0) > 1800
 
 
 def _slice(end: float, v1: float, v2: float) -> SettleSlice:

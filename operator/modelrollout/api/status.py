@@ -306,9 +306,21 @@ ALL_TARGETS: Final = "*"
 class TargetSampling(StatusModel):
     """What one scrape target's series of the primary metric's samples counted in a stratum."""
 
-    samples: float = Field(default=0.0, description="Samples counted (resets left out).")
+    samples: float = Field(default=0.0, description="Samples counted.")
     seconds: float = Field(
         default=0.0, ge=0, description="Seconds covered: the spans of its increments, summed."
+    )
+    reset_seconds: float = Field(
+        default=0.0,
+        ge=0,
+        description="The spans of its increments across a counter reset, which count only what came "
+        "after the restart: it may have missed its traffic over up to that many seconds.",
+    )
+    lost: float = Field(
+        default=0.0,
+        ge=0,
+        description="'*' of an ended stratum: the most the variant's samples may have missed (resets, "
+        "targets that never reported).",
     )
 
 

@@ -215,9 +215,32 @@ def coverage(sampling: Mapping[str, TargetSampling]) -> tuple[float, float]:
     return samples, (sum(spans) / len(spans) if spans else 0.0)
 
 
+def _upper(mean: float) -> float:
+    """A Poisson upper bound (three standard deviations) of a count with expectation ``mean``."""
+    return mean + 3.0 * math.sqrt(max(mean, 0.0)) + 3.0
+
+
+def lost_bound(sampling: Mapping[str, TargetSampling], counting_seconds: float) -> float:
+    """The most a variant's samples may have missed in a stratum: each target's traffic (its rate,
+    bounded above) over the spans of its increments across a reset (what it counted before the
+    restart is gone), and, for a target seen in the stratum that has not reported a whole
+    increment yet, the variant's traffic over the whole ``counting_seconds`` (its share is not
+    known). Bounded like a Poisson count. An ended stratum keeps its bound in ``'*'``."""
+    samples, seconds = coverage(sampling)
+    variant_rate = _upper(samples) / seconds if seconds > 0 else 0.0
+    mean = 0.0
+    for t in sampling.values():
+        mean += t.lost
+        if t.seconds > 0:
+            mean += _upper(t.samples) / t.seconds * t.reset_seconds
+        elif t.lost == 0:
+            mean += variant_rate * counting_seconds
+    return 0.0 if mean <= 0 else _upper(mean)
+
+
 def _exposure(increments: Sequence[Increment], since: float) -> tuple[float, float]:
     """(samples, covered seconds) of one variant's sample-field increments that start at or after
-    ``since`` (see :func:`coverage`); counter resets are left out."""
+    ``since`` (see :func:`coverage`); counter resets are left out (a slice needs no bound)."""
     per: dict[str, TargetSampling] = {}
     for i in increments:
         if i.start >= since and not i.reset:
@@ -324,9 +347,13 @@ def _end(stratum: Stratum, now: datetime) -> None:
     """End ``stratum`` at ``now``; its sampling becomes one entry per variant (see :func:`coverage`)."""
     stratum.ended_at = now
     stratum.settling = []
+    counting = (now - stratum.counted_from).total_seconds() if stratum.counted_from is not None else 0.0
     for variant, targets in stratum.sampling.items():
         samples, seconds = coverage(targets)
-        stratum.sampling[variant] = {ALL_TARGETS: TargetSampling(samples=samples, seconds=seconds)}
+        lost = lost_bound(targets, counting)
+        stratum.sampling[variant] = {
+            ALL_TARGETS: TargetSampling(samples=samples, seconds=seconds, lost=lost)
+        }
 
 
 def end_stratum(status: ModelExperimentStatus, now: datetime) -> None:
@@ -404,17 +431,24 @@ def _holds_from(start: float) -> object:
 
 def _cover(stratum: Stratum, variant: str, increments: Sequence[Increment]) -> None:
     """Add the running stratum's share of ``increments`` (of the primary metric's samples) to its
-    sampling, per scrape target; counter resets are left out (their span is not all counted)."""
+    sampling, per scrape target. A target is registered as soon as an increment of it reaches into
+    the stratum (so one that has not reported a whole increment yet is known to be missing); an
+    increment across a reset counts what came after the restart, and its span is remembered."""
     holds = _holds(stratum)
     assert callable(holds)
+    start = seconds(stratum.counted_from) if stratum.counted_from is not None else math.inf
     targets = stratum.sampling.setdefault(variant, {})
     for i in increments:
-        if i.reset or not holds(i):
+        if i.end <= start:
             continue
         key = i.target if i.target in targets or len(targets) < TARGETS_LIMIT else ALL_TARGETS
         got = targets.setdefault(key, TargetSampling())
+        if not holds(i):
+            continue
         got.samples += i.value
         got.seconds += i.end - i.start
+        if i.reset:
+            got.reset_seconds += i.end - i.start
 
 
 def _sampling(

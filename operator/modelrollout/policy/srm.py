@@ -16,16 +16,19 @@ stratum began counting to their last sample so far, and targets are scraped at d
 a late one not at all for a while (its traffic arrives, exactly, with its next sample). Under
 steady traffic the counts over those spans are Poisson with means proportional to weight times
 covered seconds, so the multinomial null with those shares is exact, and a late scrape target or
-shifted scrape offsets are not a mismatch. Counter resets are left out of the counts and the
-seconds alike (the increment across a reset misses what the series counted before it).
+shifted scrape offsets are not a mismatch.
 
-What remains is a drift of the traffic's rate over the few seconds by which the variants'
-windows are shifted at the edges. Every factor is therefore the least favourable one over counts
-within :data:`EDGE_DRIFT` of a scrape interval's traffic at each edge, up or down
-(:mod:`modelrollout.stats.robust_srm`): under the null hypothesis this e-process is never larger
+What remains is bounded and allowed for. Every factor is the least favourable one over the counts
+the measurement may have changed (:mod:`modelrollout.stats.robust_srm`): up or down by
+:data:`EDGE_DRIFT` of a scrape interval's traffic at each edge (a drift of the traffic's rate over
+the seconds by which the variants' windows are shifted), and down by what was lost
+(:func:`modelrollout.policy.counts.lost_bound`: a target's traffic over an increment across a
+counter reset, whose count only holds what came after the restart; a target seen but not yet
+reported, whose share is not known). Under the null hypothesis this e-process is never larger
 than the one of the ideal counts, so the false alarm rate stays below the threshold at any
 stopping time; a true mismatch (a share of a variant's requests lost, say) grows linearly with
-the counts while the slack stays a fraction of one scrape interval of traffic, so it is found.
+the counts while the slack stays a fraction of a scrape interval of traffic, and resets are rare,
+so it is found.
 
 An alarm is checked, never latched on one transient
 ---------------------------------------------------
@@ -50,6 +53,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Final
 
 from modelrollout.api.status import ModelExperimentStatus, SRMAlarm, SRMResult, Stratum
@@ -83,6 +87,7 @@ class _Stratum:
     observed: list[float]
     expected: list[float]
     slack: list[float]
+    lost: list[float]
 
 
 def _upper(mean: float) -> float:
@@ -90,10 +95,11 @@ def _upper(mean: float) -> float:
     return mean + _SIGMAS * math.sqrt(max(mean, 0.0)) + _SIGMAS
 
 
-def _stratum_terms(stratum: Stratum, names: tuple[str, ...]) -> _Stratum | None:
+def _stratum_terms(stratum: Stratum, names: tuple[str, ...], now: datetime) -> _Stratum | None:
     weights = [stratum.weights.get(v, 0) for v in names]
     if stratum.counted_from is None or any(w <= 0 for w in weights):
         return None
+    counting = ((stratum.ended_at or now) - stratum.counted_from).total_seconds()
     covered = [counts.coverage(stratum.sampling.get(v, {})) for v in names]
     if any(seconds <= 0 for _, seconds in covered):
         return None
@@ -102,23 +108,29 @@ def _stratum_terms(stratum: Stratum, names: tuple[str, ...]) -> _Stratum | None:
     expected = [r / sum(raw) for r in raw]
     # The slack of a drifting traffic rate over the edges: a share of a scrape interval's traffic.
     slack = [EDGE_DRIFT * 2.0 * stratum.spacing * _upper(x) / seconds for x, seconds in covered]
-    return _Stratum(observed, expected, slack)
+    lost = [counts.lost_bound(stratum.sampling.get(v, {}), counting) for v in names]
+    return _Stratum(observed, expected, slack, lost)
 
 
-def _epoch_evidence(status: ModelExperimentStatus, names: tuple[str, ...]) -> tuple[
+def _log_e(t: _Stratum, expected: list[float]) -> float:
+    """The least favourable log Bayes factor of one stratum: its counts may be off by the rate's
+    drift at the edges either way, and short by what resets and unreported targets lost."""
+    deficit = [s + lost for s, lost in zip(t.slack, t.lost, strict=True)]
+    return robust_srm.robust_log_bayes_factor(t.observed, expected, deficit, excess=t.slack)
+
+
+def _epoch_evidence(status: ModelExperimentStatus, names: tuple[str, ...], now: datetime) -> tuple[
     float, list[_Stratum]
 ] | None:
     terms = [
         t
         for s in status.strata
-        if s.srm_epoch == status.srm.epoch and (t := _stratum_terms(s, names)) is not None
+        if s.srm_epoch == status.srm.epoch and (t := _stratum_terms(s, names, now)) is not None
     ]
     if not terms:
         return None
     try:
-        log_e = sum(
-            robust_srm.robust_log_bayes_factor(t.observed, t.expected, t.slack, excess=t.slack) for t in terms
-        )
+        log_e = sum(_log_e(t, t.expected) for t in terms)
     except InvalidInputError:
         return None
     return log_e, terms
@@ -148,9 +160,7 @@ def _contradicted(alarm: SRMAlarm, terms: list[_Stratum], names: tuple[str, ...]
         distorted = [e * r for e, r in zip(t.expected, ratios, strict=True)]
         total = sum(distorted)
         try:
-            log_e += robust_srm.robust_log_bayes_factor(
-                t.observed, [d / total for d in distorted], t.slack, excess=t.slack
-            )
+            log_e += _log_e(t, [d / total for d in distorted])
         except InvalidInputError:
             return False
     return log_e >= -math.log(threshold)
@@ -231,7 +241,7 @@ def _advance(
 def evaluate(ctx: Tick, status: ModelExperimentStatus) -> SRMCheck | None:
     """The SRM test of the current epoch, and the alarm's state; None when nothing can be tested."""
     names = (ctx.champion, *ctx.live(status))
-    found = _epoch_evidence(status, names)
+    found = _epoch_evidence(status, names, ctx.now)
     epoch = status.srm.epoch
     p = 1.0
     observed: dict[str, float] = {}
