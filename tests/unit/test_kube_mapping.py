@@ -87,7 +87,8 @@ def test_removed_status_keys_are_sent_as_null_for_the_merge_patch() -> None:
 
 
 def test_keys_removed_inside_nested_objects_are_sent_as_null_too() -> None:
-    old = {"srm": {"epoch": 1, "alarm": {"at": "t"}}, "sequential": {"v7": {"errors": {"tau2": 1.0}, "ctr": {}}},
+    old = {"srm": {"epoch": 1, "alarm": {"at": "t"}},
+           "sequential": {"v7": {"errors": {"tau2": 1.0}, "ctr": {}}},
            "strata": [{"step": 0, "settle": {"reason": "Unchanged"}}]}
     new = {"srm": {"epoch": 1}, "sequential": {"v7": {"ctr": {}}}, "strata": [{"step": 0}]}
     assert with_removed_keys(new, old) == {
