@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install what the local test environment needs beyond Python, idempotently:
-#   - Debian packages: prometheus (the real server, scraped by e2e tests) and openssl
-#     (self-signed serving certificate and service-account keys for kube-apiserver);
+#   - Debian packages: prometheus (the real server, scraped by e2e tests), openssl
+#     (self-signed serving certificate and service-account keys for kube-apiserver) and stress-ng
+#     (the e2e tier under load, tools/e2e-under-load.sh);
 #   - a Go toolchain new enough to build kube-apiserver and etcd (checked, not installed).
 # apt-get runs only when a package is missing. Prometheus's own service is never started:
 # the tests run their own instance on a free loopback port.
@@ -15,6 +16,7 @@ say() { printf 'install-prereqs: %s\n' "$*" >&2; }
 missing=()
 command -v prometheus >/dev/null 2>&1 || [ -x /usr/bin/prometheus ] || missing+=(prometheus)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+command -v stress-ng >/dev/null 2>&1 || missing+=(stress-ng)
 
 if [ "${#missing[@]}" -gt 0 ]; then
   if ! command -v apt-get >/dev/null 2>&1; then
@@ -42,7 +44,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
   $SUDO apt-get update -q
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
 else
-  say "apt packages present: prometheus, openssl"
+  say "apt packages present: prometheus, openssl, stress-ng"
 fi
 
 # ---- Go toolchain -----------------------------------------------------------------------------

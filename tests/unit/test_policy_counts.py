@@ -114,7 +114,7 @@ def test_the_running_stratum_records_its_sampling_per_target_and_the_spans_of_re
     counts.read(SPEC, status, {"conversion": r}, ("v1", "v2"), stratify=True)
     sampling = status.strata[0].sampling["v1"]
     assert sampling == {
-        "p1": TargetSampling(samples=130, seconds=20, reset_seconds=10),
+        "p1": TargetSampling(samples=130, seconds=20, reset_seconds=10, reset_samples=30),
         "p2": TargetSampling(samples=90, seconds=10),
         "p3": TargetSampling(),  # seen (its increment reaches into the stratum), not reported yet
     }
@@ -133,10 +133,14 @@ def test_the_running_stratum_records_its_sampling_per_target_and_the_spans_of_re
 def test_the_bound_of_what_was_lost() -> None:
     steady = {"a": TargetSampling(samples=900, seconds=30), "b": TargetSampling(samples=910, seconds=30)}
     assert counts.lost_bound(steady, 30.0) == 0.0
-    reset = {**steady, "b": TargetSampling(samples=600, seconds=30, reset_seconds=10)}
-    rate_b = (600 + 3 * 600**0.5 + 3) / 30
-    expected = rate_b * 10
-    assert counts.lost_bound(reset, 30.0) == pytest.approx(expected + 3 * expected**0.5 + 3)
+    # b reset: its increment over 10 s counted 100 where its rate (30/s) gives 300: up to 200 lost
+    reset = {**steady, "b": TargetSampling(samples=700, seconds=30, reset_seconds=10, reset_samples=100)}
+    rate = (600 + 3 * 600**0.5 + 3) / 20
+    expected = rate * 10 + 3 * (rate * 10) ** 0.5 + 3 - 100
+    assert counts.lost_bound(reset, 30.0) == pytest.approx(expected)
+    # a reset just after a scrape loses (almost) nothing: the bound is the count's noise
+    early = {**steady, "b": TargetSampling(samples=900, seconds=30, reset_seconds=10, reset_samples=300)}
+    assert counts.lost_bound(early, 30.0) < 0.35 * counts.lost_bound(reset, 30.0)
     # a target that has not reported yet may carry any share: up to the variant's whole traffic
     unreported = {**steady, "c": TargetSampling()}
     assert counts.lost_bound(unreported, 30.0) > 1800

@@ -314,7 +314,10 @@ class TargetSampling(StatusModel):
         default=0.0,
         ge=0,
         description="The spans of its increments across a counter reset, which count only what came "
-        "after the restart: it may have missed its traffic over up to that many seconds.",
+        "after the restart: it may have missed some of its traffic over those seconds.",
+    )
+    reset_samples: float = Field(
+        default=0.0, ge=0, description="What those increments counted (after the restarts)."
     )
     lost: float = Field(
         default=0.0,

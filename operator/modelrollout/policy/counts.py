@@ -221,21 +221,29 @@ def _upper(mean: float) -> float:
 
 
 def lost_bound(sampling: Mapping[str, TargetSampling], counting_seconds: float) -> float:
-    """The most a variant's samples may have missed in a stratum: each target's traffic (its rate,
-    bounded above) over the spans of its increments across a reset (what it counted before the
-    restart is gone), and, for a target seen in the stratum that has not reported a whole
-    increment yet, the variant's traffic over the whole ``counting_seconds`` (its share is not
-    known). Bounded like a Poisson count. An ended stratum keeps its bound in ``'*'``."""
+    """The most a variant's samples may have missed in a stratum, bounded like Poisson counts.
+
+    * An increment across a counter reset counts only what came after the restart. The target's
+      traffic over its span is at most its rate (from its other increments, bounded above) times
+      the span, bounded above; what was lost is at most that minus what was counted.
+    * A target seen in the stratum that has not reported a whole increment yet may carry any share
+      of the variant: up to the variant's traffic over the whole ``counting_seconds``.
+
+    An ended stratum keeps its bound in ``'*'``.
+    """
     samples, seconds = coverage(sampling)
     variant_rate = _upper(samples) / seconds if seconds > 0 else 0.0
-    mean = 0.0
+    bound = 0.0
     for t in sampling.values():
-        mean += t.lost
-        if t.seconds > 0:
-            mean += _upper(t.samples) / t.seconds * t.reset_seconds
-        elif t.lost == 0:
-            mean += variant_rate * counting_seconds
-    return 0.0 if mean <= 0 else _upper(mean)
+        bound += t.lost
+        if t.seconds <= 0:
+            bound += 0.0 if t.lost else _upper(variant_rate * counting_seconds)
+        elif t.reset_seconds > 0:
+            clean_seconds = t.seconds - t.reset_seconds
+            clean = t.samples - t.reset_samples
+            rate = _upper(clean) / clean_seconds if clean_seconds > 0 else _upper(t.samples) / t.seconds
+            bound += max(0.0, _upper(rate * t.reset_seconds) - t.reset_samples)
+    return bound
 
 
 def _exposure(increments: Sequence[Increment], since: float) -> tuple[float, float]:
@@ -449,6 +457,7 @@ def _cover(stratum: Stratum, variant: str, increments: Sequence[Increment]) -> N
         got.seconds += i.end - i.start
         if i.reset:
             got.reset_seconds += i.end - i.start
+            got.reset_samples += i.value
 
 
 def _sampling(
