@@ -325,6 +325,11 @@ class TargetSampling(StatusModel):
         description="'*' of an ended stratum: the most the variant's samples may have missed (resets, "
         "targets that never reported).",
     )
+    bounded: bool = Field(
+        default=True,
+        description="'*' of an ended stratum: False when what its variants may have missed could not "
+        "be bounded (no variant was reported by all its targets); the sample ratio test leaves it out.",
+    )
 
 
 class Stratum(StatusModel):

@@ -220,30 +220,72 @@ def _upper(mean: float) -> float:
     return mean + 3.0 * math.sqrt(max(mean, 0.0)) + 3.0
 
 
-def lost_bound(sampling: Mapping[str, TargetSampling], counting_seconds: float) -> float:
-    """The most a variant's samples may have missed in a stratum, bounded like Poisson counts.
+def _clean(t: TargetSampling) -> TargetSampling:
+    """A target's sampling without its increments across resets."""
+    return TargetSampling(samples=t.samples - t.reset_samples, seconds=t.seconds - t.reset_seconds)
+
+
+def traffic_rate_bound(stratum: Stratum, variants: Sequence[str]) -> float:
+    """An upper bound of the whole traffic's rate in ``stratum`` under the null hypothesis that each
+    of ``variants`` gets its weight's share: from each variant all of whose targets have reported
+    clean increments (no reset), its count bounded above (three standard deviations) over its
+    covered seconds and its share; the smallest of these (each holds, so the minimum does).
+    ``inf`` when no variant is completely reported."""
+    total = float(sum(stratum.weights.get(v, 0) for v in variants))
+    best = math.inf
+    for v in variants:
+        share = stratum.weights.get(v, 0) / total if total > 0 else 0.0
+        targets = [_clean(t) for t in stratum.sampling.get(v, {}).values()]
+        if share <= 0 or not targets or any(t.seconds <= 0 for t in targets):
+            continue
+        samples, covered = coverage({str(i): t for i, t in enumerate(targets)})
+        if covered > 0:
+            best = min(best, _upper(samples) / (covered * share))
+    return best
+
+
+def _target_lost(t: TargetSampling, variant_rate: float, counting_seconds: float) -> float:
+    clean = _clean(t)
+    if clean.seconds > 0:
+        if t.reset_seconds <= 0:
+            return 0.0
+        rate = min(_upper(clean.samples) / clean.seconds, variant_rate)
+        return max(0.0, _upper(rate * t.reset_seconds) - t.reset_samples)
+    # Not one clean increment: its share of the variant is not known, so up to all of it.
+    span = t.seconds if t.seconds > 0 else counting_seconds
+    return max(0.0, _upper(variant_rate * span) - t.samples)
+
+
+def stratum_losses(stratum: Stratum, variants: Sequence[str], now: datetime) -> dict[str, float] | None:
+    """Per variant, the most its samples may have missed in ``stratum`` (None: it cannot be bounded).
 
     * An increment across a counter reset counts only what came after the restart. The target's
-      traffic over its span is at most its rate (from its other increments, bounded above) times
-      the span, bounded above; what was lost is at most that minus what was counted.
-    * A target seen in the stratum that has not reported a whole increment yet may carry any share
-      of the variant: up to the variant's traffic over the whole ``counting_seconds``.
+      traffic over its span is at most its rate (from its clean increments, and at most the
+      variant's) times the span, bounded above like a Poisson count; what was lost is at most that
+      minus what was counted.
+    * A target seen in the stratum without a clean increment yet may carry any share of its
+      variant: up to the variant's traffic over the seconds it should have covered.
 
-    An ended stratum keeps its bound in ``'*'``.
+    The variant's rate is its share of :func:`traffic_rate_bound`. An ended stratum keeps its
+    bounds in ``'*'`` (see :func:`end_stratum`).
     """
-    samples, seconds = coverage(sampling)
-    variant_rate = _upper(samples) / seconds if seconds > 0 else 0.0
-    bound = 0.0
-    for t in sampling.values():
-        bound += t.lost
-        if t.seconds <= 0:
-            bound += 0.0 if t.lost else _upper(variant_rate * counting_seconds)
-        elif t.reset_seconds > 0:
-            clean_seconds = t.seconds - t.reset_seconds
-            clean = t.samples - t.reset_samples
-            rate = _upper(clean) / clean_seconds if clean_seconds > 0 else _upper(t.samples) / t.seconds
-            bound += max(0.0, _upper(rate * t.reset_seconds) - t.reset_samples)
-    return bound
+    ended = {v: stratum.sampling.get(v, {}).get(ALL_TARGETS) for v in variants}
+    if stratum.ended_at is not None and all(e is not None and len(stratum.sampling[v]) == 1
+                                            for v, e in ended.items()):
+        if not all(e is not None and e.bounded for e in ended.values()):
+            return None
+        return {v: e.lost for v, e in ended.items() if e is not None}
+    counting = (now - stratum.counted_from).total_seconds() if stratum.counted_from is not None else 0.0
+    rate = traffic_rate_bound(stratum, variants)
+    total = float(sum(stratum.weights.get(v, 0) for v in variants))
+    out: dict[str, float] = {}
+    for v in variants:
+        share = stratum.weights.get(v, 0) / total if total > 0 else 0.0
+        lost = sum(_target_lost(t, rate * share, counting) for t in stratum.sampling.get(v, {}).values())
+        if not math.isfinite(lost):
+            return None
+        out[v] = lost
+    return out
 
 
 def _exposure(increments: Sequence[Increment], since: float) -> tuple[float, float]:
@@ -355,12 +397,15 @@ def _end(stratum: Stratum, now: datetime) -> None:
     """End ``stratum`` at ``now``; its sampling becomes one entry per variant (see :func:`coverage`)."""
     stratum.ended_at = now
     stratum.settling = []
-    counting = (now - stratum.counted_from).total_seconds() if stratum.counted_from is not None else 0.0
+    variants = [v for v in stratum.sampling if stratum.weights.get(v, 0) > 0]
+    losses = stratum_losses(stratum, variants, now)
     for variant, targets in stratum.sampling.items():
         samples, seconds = coverage(targets)
-        lost = lost_bound(targets, counting)
+        lost = (losses or {}).get(variant, 0.0)
         stratum.sampling[variant] = {
-            ALL_TARGETS: TargetSampling(samples=samples, seconds=seconds, lost=lost)
+            ALL_TARGETS: TargetSampling(
+                samples=samples, seconds=seconds, lost=lost, bounded=losses is not None
+            )
         }
 
 

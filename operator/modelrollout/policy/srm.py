@@ -22,9 +22,10 @@ What remains is bounded and allowed for. Every factor is the least favourable on
 the measurement may have changed (:mod:`modelrollout.stats.robust_srm`): up or down by
 :data:`EDGE_DRIFT` of a scrape interval's traffic at each edge (a drift of the traffic's rate over
 the seconds by which the variants' windows are shifted), and down by what was lost
-(:func:`modelrollout.policy.counts.lost_bound`: a target's traffic over an increment across a
+(:func:`modelrollout.policy.counts.stratum_losses`: a target's traffic over an increment across a
 counter reset, whose count only holds what came after the restart; a target seen but not yet
-reported, whose share is not known). Under the null hypothesis this e-process is never larger
+reported, whose share is not known; the traffic's rate bounded from the variants that are fully
+reported, under the null hypothesis). Under the null hypothesis this e-process is never larger
 than the one of the ideal counts, so the false alarm rate stays below the threshold at any
 stopping time; a true mismatch (a share of a variant's requests lost, say) grows linearly with
 the counts while the slack stays a fraction of a scrape interval of traffic, and resets are rare,
@@ -99,7 +100,6 @@ def _stratum_terms(stratum: Stratum, names: tuple[str, ...], now: datetime) -> _
     weights = [stratum.weights.get(v, 0) for v in names]
     if stratum.counted_from is None or any(w <= 0 for w in weights):
         return None
-    counting = ((stratum.ended_at or now) - stratum.counted_from).total_seconds()
     covered = [counts.coverage(stratum.sampling.get(v, {})) for v in names]
     if any(seconds <= 0 for _, seconds in covered):
         return None
@@ -108,8 +108,10 @@ def _stratum_terms(stratum: Stratum, names: tuple[str, ...], now: datetime) -> _
     expected = [r / sum(raw) for r in raw]
     # The slack of a drifting traffic rate over the edges: a share of a scrape interval's traffic.
     slack = [EDGE_DRIFT * 2.0 * stratum.spacing * _upper(x) / seconds for x, seconds in covered]
-    lost = [counts.lost_bound(stratum.sampling.get(v, {}), counting) for v in names]
-    return _Stratum(observed, expected, slack, lost)
+    losses = counts.stratum_losses(stratum, names, now)
+    if losses is None:
+        return None  # what the counts missed cannot be bounded yet: the stratum tells nothing
+    return _Stratum(observed, expected, slack, [losses[v] for v in names])
 
 
 def _log_e(t: _Stratum, expected: list[float]) -> float:
