@@ -1,0 +1,50 @@
+"""A tick on a stale copy of the experiment (kopf's watch lagging behind the operator's own status
+writes) is skipped: it would apply the routes of an older step before its status write failed."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from modelrollout.reconcile import _ObjectMemo, is_stale
+
+pytestmark = pytest.mark.unit
+
+T = datetime(2026, 12, 2, 15, 14, 40, 123000, tzinfo=UTC)
+
+
+def body(last_tick: datetime | None) -> dict[str, object]:
+    status = {} if last_tick is None else {"lastTickAt": last_tick.isoformat().replace("+00:00", "Z")}
+    return {"metadata": {"name": "e", "namespace": "ns"}, "status": status}
+
+
+def test_nothing_is_stale_before_this_process_wrote_a_status() -> None:
+    assert not is_stale(body(None), _ObjectMemo())
+    assert not is_stale(body(T), _ObjectMemo())
+
+
+def test_a_body_older_than_the_last_status_written_is_stale() -> None:
+    state = _ObjectMemo(written_tick=T)
+    assert is_stale(body(T - timedelta(seconds=5)), state)
+    assert is_stale(body(None), state)  # (its status has no tick at all)
+    assert not is_stale(body(T), state)  # the watch has caught up
+    assert not is_stale(body(T + timedelta(seconds=5)), state)
+
+
+def test_the_timer_skips_a_stale_body_and_acts_on_a_current_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    import yaml
+
+    from modelrollout import reconcile
+
+    spec = yaml.safe_load(open("examples/minimal.yaml"))["spec"]  # noqa: SIM115
+    ran: list[datetime] = []
+    monkeypatch.setattr(reconcile, "run_tick", lambda b, s, state, now, logger: ran.append(now))
+    memo: dict[str, object] = {}
+    state = reconcile._object_memo(memo)  # type: ignore[arg-type]
+    state.written_tick = T
+    reconcile.tick({**body(T - timedelta(seconds=3)), "spec": spec}, memo, None, force=True)  # type: ignore[arg-type]
+    assert ran == []
+    assert state.stale_bodies == 1
+    reconcile.tick({**body(T), "spec": spec}, memo, None, force=True)  # type: ignore[arg-type]
+    assert len(ran) == 1
