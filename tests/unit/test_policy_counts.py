@@ -226,3 +226,23 @@ def test_unchanged_weights_count_at_once() -> None:
     assert stratum.settle is not None
     assert stratum.settle.reason is SettleReason.UNCHANGED
     assert status.strata[0].ended_at == at(30)
+
+
+def test_an_increment_far_below_its_targets_rate_is_taken_as_a_reset() -> None:
+    # A pod that restarted twice within a scrape interval counts past its last sample: no drop
+    # shows, but it counted 30 where its rate gives about 1,000
+    status = status_with(Stratum(step=0, weights={"v1": 50, "v2": 50}, started_at=T0, counted_from=T0))
+    incs = (Increment(ts(0), ts(10), 1000, "p1"), Increment(ts(10), ts(20), 990, "p1"),
+            Increment(ts(20), ts(30), 30, "p1"), Increment(ts(30), ts(40), 960, "p1"))
+    v1 = VariantCounts(fields={"trials": incs, "successes": ()}, spacing=10.0)
+    r = reading(None, 40, {"v2": [(0, 40, 4000, 40)]}, v1=v1)
+    counts.read(SPEC, status, {"conversion": r}, ("v1", "v2"), stratify=True)
+    p1 = status.strata[0].sampling["v1"]["p1"]
+    assert (p1.reset_seconds, p1.reset_samples) == (10, 30)
+    assert status.strata[0].resets == {"v1": 1}
+    losses = counts.stratum_losses(status.strata[0], ("v1", "v2"), at(40))
+    assert losses is not None
+    assert losses["v1"] > 900  # what it lost is allowed for
+    # an ordinary fluctuation is not a reset
+    steady = TargetSampling(samples=2000, seconds=20)
+    assert not counts.looks_reset(steady, Increment(ts(20), ts(30), 900, "p"))

@@ -482,27 +482,48 @@ def _holds_from(start: float) -> object:
     return lambda i: i.start >= start
 
 
+def _lower(mean: float) -> float:
+    """A Poisson lower bound (five standard deviations) of a count with expectation ``mean``."""
+    return mean - 5.0 * math.sqrt(max(mean, 0.0)) - 5.0
+
+
+def looks_reset(target: TargetSampling, increment: Increment) -> bool:
+    """Whether ``increment`` is far below its target's own rate in the stratum: a counter that
+    restarted and counted past its last sample before the next scrape (a second restart soon after
+    a first, a crash loop) shows no drop, but what it counted before the restart is gone all the
+    same. Such an increment is taken as one across a reset (its loss is bounded, not ignored)."""
+    clean = _clean(target)
+    span = increment.end - increment.start
+    if clean.seconds < 2 * span or clean.samples <= 0:
+        return False
+    return increment.value < _lower(clean.samples / clean.seconds * span)
+
+
 def _cover(stratum: Stratum, variant: str, increments: Sequence[Increment]) -> None:
     """Add the running stratum's share of ``increments`` (of the primary metric's samples) to its
     sampling, per scrape target. A target is registered as soon as an increment of it reaches into
     the stratum (so one that has not reported a whole increment yet is known to be missing); an
-    increment across a reset counts what came after the restart, and its span is remembered."""
+    increment across a reset (or one that looks like it, :func:`looks_reset`) counts what came
+    after the restart, and its span is remembered."""
     holds = _holds(stratum)
     assert callable(holds)
     start = seconds(stratum.counted_from) if stratum.counted_from is not None else math.inf
     targets = stratum.sampling.setdefault(variant, {})
-    for i in increments:
+    for i in sorted(increments, key=lambda x: x.end):
         if i.end <= start:
             continue
         key = i.target if i.target in targets or len(targets) < TARGETS_LIMIT else ALL_TARGETS
         got = targets.setdefault(key, TargetSampling())
         if not holds(i):
             continue
+        reset = i.reset or looks_reset(got, i)
         got.samples += i.value
         got.seconds += i.end - i.start
-        if i.reset:
+        if reset:
             got.reset_seconds += i.end - i.start
             got.reset_samples += i.value
+            if not i.reset:
+                stratum.resets[variant] = stratum.resets.get(variant, 0) + 1
 
 
 def _sampling(
