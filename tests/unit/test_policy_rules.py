@@ -19,6 +19,7 @@ from modelrollout.api.status import (
     ModelExperimentStatus,
     PauseReason,
     Phase,
+    Settle,
     SettleReason,
     VariantDecision,
 )
@@ -892,3 +893,43 @@ def test_the_srm_test_expects_the_recorded_achieved_split() -> None:
         assert exp.status.analysis is not None
         assert exp.status.analysis.srm is not None
         assert exp.status.analysis.srm.mismatch is mismatch, exp.status.analysis.srm
+
+
+# --- the transient of CI: a step whose first counted seconds still ran at the old weights --------
+
+
+def test_a_step_counts_only_once_its_traffic_shows_the_new_split() -> None:
+    # Given routes that reach the traffic two ticks late (a loaded mesh)
+    exp = better(lift=0.0, exp_rps=400.0, rollout={"minStepDuration": "30m"})
+    exp.propagation = 2
+    exp.until(lambda d: d.rule is Rule.STEP_ADVANCED)
+    # Then the new stratum settles until the counts show the new split, and no mismatch is seen
+    d = exp.ticks(4)[-1]
+    stratum = d.status.strata[-1]
+    assert stratum.settle is not None
+    assert stratum.settle.reason is SettleReason.WEIGHTS_SEEN
+    assert stratum.settle.seconds >= 2 * exp.interval
+    for later in exp.ticks(10):
+        assert later.rule is not Rule.SAMPLE_RATIO_MISMATCH, later.message
+
+
+def test_old_weight_traffic_counted_in_a_new_step_is_an_alarm_that_fresh_counts_clear() -> None:
+    """The replay of the transient seen in CI (v6 0.7596 / v7 0.2404 held for good): the same
+    late routes, but the step counting from its first tick, as the old fixed settle did."""
+    exp = better(lift=0.0, exp_rps=400.0, rollout={"minStepDuration": "30m"})
+    exp.propagation = 2
+    d = exp.until(lambda d: d.rule is Rule.STEP_ADVANCED)
+    forced = d.status.model_copy(deep=True)
+    stratum = forced.strata[-1]
+    stratum.counted_from = stratum.started_at  # count at once, old weights and all
+    stratum.settle = Settle(reason=SettleReason.SETTLE_LIMIT, seconds=0.0)
+    stratum.settling = []
+    exp.status = forced
+    alarm = exp.until(lambda d: d.status.srm.alarm is not None, limit=10)
+    assert alarm.rule is Rule.SAMPLE_RATIO_MISMATCH
+    assert alarm.status.srm.alarm is not None
+    assert not alarm.status.srm.alarm.confirmed
+    # Then the fresh counts (the routes in effect by now) contradict it: cleared, not held for good
+    cleared = exp.until(lambda d: d.status.srm.alarm is None, limit=40)
+    assert "SampleRatioMismatchCleared" in [e.reason for e in cleared.events]
+    assert all(x.rule is not Rule.SAMPLE_RATIO_MISMATCH for x in exp.ticks(5))

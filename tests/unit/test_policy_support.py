@@ -282,6 +282,7 @@ class Experiment:
         self.check_roundtrip = check_roundtrip
         self.observed: list[Observations] = []
         self.annotations: dict[str, str] = {}
+        self.propagation = 0
 
     @property
     def last(self) -> Decision:
@@ -297,7 +298,8 @@ class Experiment:
         """When ``seconds`` pass (default: the interval), then decide."""
         dt = self.interval if seconds is None else seconds
         if self.decisions:
-            routes = self.last.routes
+            # The routes reach the traffic ``propagation`` ticks late (a mesh pushing them slowly).
+            routes = self.decisions[max(0, len(self.decisions) - 1 - self.propagation)].routes
             self.world.serve(routes.weights, routes.mirrors, dt)
         self.now += timedelta(seconds=dt)
         annotations = {**self.annotations, **faults.pop("annotations", {})}

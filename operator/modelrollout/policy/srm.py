@@ -37,8 +37,8 @@ What the allowance does not cover (a transient nobody foresaw) could still cross
 once. So an alarm does not hold for good at once:
 
 1. The experiment **holds** (no step, no promotion; guardrails go on), an Event says so, and the
-   test **restarts**: a new epoch, and a new stratum of the same step that counts from now
-   (``status.srm``).
+   test **restarts**: a new epoch, and a new stratum of the same step (``status.srm``), which
+   settles again until its counts show the step's split over the one before it.
 2. The fresh counts then decide. If they find the mismatch again (the fresh e-process crosses the
    threshold), it is **confirmed**: the hold stays until a human acts (abort, promote, retry) or
    ``maxDuration`` applies ``onInconclusive``, as a true mismatch must. If they **contradict** the
@@ -69,8 +69,9 @@ MAX_CLEARED: Final = 3
 #: Standard deviations in the upper bound of a count.
 _SIGMAS: Final = 3.0
 #: The share of a scrape interval's traffic at each edge of a stratum that a drifting traffic rate
-#: may move between variants (their series are counted over windows shifted by up to an interval).
-EDGE_DRIFT: Final = 0.1
+#: may move between variants (their series are counted over windows shifted by up to an interval):
+#: the test assumes the traffic's rate changes by less than 2 % within one scrape interval.
+EDGE_DRIFT: Final = 0.02
 
 
 @dataclass
@@ -150,7 +151,15 @@ def _shares(terms: list[_Stratum]) -> tuple[list[float], list[float]]:
 
 
 def _contradicted(alarm: SRMAlarm, terms: list[_Stratum], names: tuple[str, ...], threshold: float) -> bool:
-    """Whether the fresh counts reject the split the alarm saw (as a distortion of the weights)."""
+    """Whether the fresh counts reject the split the alarm saw, in favour of the configured one.
+
+    The alarm's split, as a distortion of the weights (each variant's observed over expected
+    share), is a simple hypothesis ``q``; the configured split is ``p``. The likelihood ratio
+    ``prod (p_i / q_i)^(y_i)`` of the fresh counts is an e-value against ``q`` (its expectation under
+    ``q`` is 1), so when it reaches ``1 / threshold`` the data contradict the alarm at that level. It
+    is taken at its least favourable over the counts the measurement allows (the slack and the
+    losses of each stratum), which for a ratio linear in the counts is a corner of the box.
+    """
     ratios = []
     for v in names:
         seen, wanted = alarm.observed_shares.get(v), alarm.expected_shares.get(v)
@@ -161,21 +170,25 @@ def _contradicted(alarm: SRMAlarm, terms: list[_Stratum], names: tuple[str, ...]
     for t in terms:
         distorted = [e * r for e, r in zip(t.expected, ratios, strict=True)]
         total = sum(distorted)
-        try:
-            log_e += _log_e(t, [d / total for d in distorted])
-        except InvalidInputError:
-            return False
+        for x, p, q, slack, lost in zip(t.observed, t.expected, distorted, t.slack, t.lost, strict=True):
+            c = math.log(p) - math.log(q / total)
+            y = max(0.0, x - slack) if c > 0 else x + slack + lost
+            log_e += c * y
     return log_e >= -math.log(threshold)
 
 
 def _restart(ctx: Tick, status: ModelExperimentStatus) -> None:
-    """A new epoch, and a new stratum of the same step and weights that counts from now."""
+    """A new epoch, and a new stratum of the same step and weights. It settles again against the
+    weights before the step (the alarm may be the step's traffic still moving: then the fresh counts
+    wait for it), and counts at once if the step's weights were never a change."""
     status.srm.epoch += 1
     status.srm.max_log_e_value = 0.0
     step = status.current_step or 0
-    counts.open_stratum(
-        status, step, status.weights, ctx.now, previous=status.weights, srm_epoch=status.srm.epoch
-    )
+    running = status.strata[-1] if status.strata else None
+    previous = status.weights
+    if running is not None and running.previous_weights:
+        previous = running.previous_weights
+    counts.open_stratum(status, step, status.weights, ctx.now, previous=previous, srm_epoch=status.srm.epoch)
 
 
 def _split_text(names: tuple[str, ...], observed: dict[str, float], expected: dict[str, float]) -> str:
