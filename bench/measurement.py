@@ -15,8 +15,8 @@ What runs (on loopback; nothing is faked but the traffic):
   Poisson at ``--rps`` requests per second per experiment, split by the weights of the
   experiment's VirtualService *as the operator writes them*, read by a watch and applied after the
   experiment's **route propagation delay** (0, 2, 5 or 10 s, by turn). Each pod's counters **reset**
-  now and then (a pod restarted in place: a Poisson process, ``--reset-minutes`` apart on average),
-  which loses what it counted since its last scrape, as a real restart does.
+  now and then (a pod restarted in place: a Poisson process, ``--reset-minutes`` apart on average,
+  two hours by default), which loses what it counted since its last scrape, as a real restart does.
 
 The experiments of each group (``--aa`` A/A, ``--loss`` with a true mismatch, ``--lift`` with a
 better challenger, per group):
@@ -630,7 +630,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--lift", type=int, default=20,
                         help="experiments with a lift of the MDE, per interval")
     parser.add_argument("--rps", type=float, default=2000.0, help="requests per second per experiment")
-    parser.add_argument("--reset-minutes", type=float, default=15.0,
+    parser.add_argument("--reset-minutes", type=float, default=120.0,
                         help="mean minutes between two resets of a pod")
     parser.add_argument("--grace", type=float, default=300.0, help="seconds past the longest maxDuration")
     parser.add_argument("--seed", type=int, default=1)
@@ -652,7 +652,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             opts.json.write_text(json.dumps({r.run: {n: {
                 "phase": s.phase, "srmFirst": s.srm_first, "srmHolds": s.srm_holds,
                 "samplesAtFirst": s.samples_at_first, "confirmed": s.srm_confirmed,
-                "messages": s.srm_messages, "settles": s.settles, "steps": sorted(s.steps_seen)}
+                "messages": s.srm_messages, "settles": s.settles, "steps": sorted(s.steps_seen),
+                "srm": s.final_status.get("srm"),
+                "analysisSrm": (s.final_status.get("analysis") or {}).get("srm"),
+                "strata": [{k: st.get(k) for k in ("step", "weights", "countedFrom", "endedAt", "srmEpoch",
+                                                   "spacing", "resets", "sampling")}
+                           for st in s.final_status.get("strata") or []]}
                 for n, s in r.seen.items()} for r in results}, indent=1))
         with contextlib.suppress(Exception):
             subprocess.run(["git", "-C", str(ROOT), "worktree", "prune"], check=False, capture_output=True)

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from modelrollout.errors import InvalidInputError
-from modelrollout.stats.robust_srm import robust_log_bayes_factor
+from modelrollout.stats.robust_srm import MIXTURE_SCALES, mixture_log_bayes_factor, robust_log_bayes_factor
 from modelrollout.stats.srm import srm_log_bayes_factor
 
 pytestmark = pytest.mark.unit
@@ -21,8 +21,17 @@ pytestmark = pytest.mark.unit
 def test_without_slack_it_is_the_plain_bayes_factor() -> None:
     counts, shares = [530.0, 470.0], [0.5, 0.5]
     plain = float(srm_log_bayes_factor(counts, shares))
-    assert robust_log_bayes_factor(counts, shares) == plain
-    assert robust_log_bayes_factor(counts, shares, [0.0, 0.0], excess=[0.0, 0.0]) == plain
+    one = (100.0,)
+    assert robust_log_bayes_factor(counts, shares, prior_scales=one) == pytest.approx(plain, abs=1e-9)
+    assert robust_log_bayes_factor(counts, shares, [0.0, 0.0], excess=[0.0, 0.0], prior_scales=one) == (
+        pytest.approx(plain, abs=1e-9))
+    assert robust_log_bayes_factor(counts, shares) == pytest.approx(mixture_log_bayes_factor(counts, shares))
+
+
+def test_the_mixture_is_the_mean_of_its_components() -> None:
+    counts, shares = [50_400.0, 49_600.0], [0.5, 0.5]
+    bfs = [math.exp(float(srm_log_bayes_factor(counts, shares, prior_scale=s))) for s in MIXTURE_SCALES]
+    assert mixture_log_bayes_factor(counts, shares) == pytest.approx(math.log(sum(bfs) / len(bfs)), rel=1e-9)
 
 
 @pytest.mark.parametrize(
@@ -38,7 +47,7 @@ def test_it_is_the_minimum_over_the_box_found_by_brute_force(
     counts: list[float], shares: list[float], deficit: list[float], excess: list[float]
 ) -> None:
     grids = [np.linspace(max(0.0, x - e), x + d, 61) for x, d, e in zip(counts, deficit, excess, strict=True)]
-    brute = min(float(srm_log_bayes_factor(list(y), shares)) for y in itertools.product(*grids))
+    brute = min(mixture_log_bayes_factor(list(y), shares) for y in itertools.product(*grids))
     found = robust_log_bayes_factor(counts, shares, deficit, excess=excess)
     assert found <= brute + 1e-9  # the optimiser is at least as low as any grid point
     assert found >= brute - 0.05  # and close to the grid's minimum (the grid is coarse)
@@ -53,7 +62,7 @@ def test_it_is_the_minimum_over_the_box_found_by_brute_force(
 def test_it_is_never_above_the_plain_bayes_factor(x: list[float], slack: float, data: st.DataObject) -> None:
     raw = data.draw(st.lists(st.floats(0.05, 1.0), min_size=len(x), max_size=len(x)))
     shares = [r / sum(raw) for r in raw]
-    plain = float(srm_log_bayes_factor(x, shares))
+    plain = mixture_log_bayes_factor(x, shares)
     robust = robust_log_bayes_factor(x, shares, [slack] * len(x), excess=[slack] * len(x))
     assert robust <= plain + 1e-9
 
@@ -80,7 +89,7 @@ def test_false_alarms_stay_below_alpha_when_counts_are_contaminated_within_the_b
             y += rng.multinomial(200, [0.9, 0.1])
             x = [y[0], max(0.0, y[1] - slack)]  # the worst admissible measurement error
             robust_max = max(robust_max, robust_log_bayes_factor(x, [0.9, 0.1], [0.0, slack]))
-            plain_max = max(plain_max, float(srm_log_bayes_factor(x, [0.9, 0.1])))
+            plain_max = max(plain_max, mixture_log_bayes_factor(x, [0.9, 0.1]))
         robust_alarms += robust_max >= -math.log(alpha)
         plain_alarms += plain_max >= -math.log(alpha)
     bound = alpha + 3 * math.sqrt(alpha * (1 - alpha) / runs)
