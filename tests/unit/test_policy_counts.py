@@ -246,3 +246,16 @@ def test_an_increment_far_below_its_targets_rate_is_taken_as_a_reset() -> None:
     # an ordinary fluctuation is not a reset
     steady = TargetSampling(samples=2000, seconds=20)
     assert not counts.looks_reset(steady, Increment(ts(20), ts(30), 900, "p"))
+
+
+def test_variants_sampled_from_the_same_targets_are_aligned() -> None:
+    one = {"a": TargetSampling(samples=10, seconds=10), "b": TargetSampling(samples=12, seconds=10)}
+    shared = Stratum(step=0, weights={"v1": 50, "v2": 50}, started_at=T0,
+                     sampling={"v1": one, "v2": dict(one)})
+    apart = Stratum(step=0, weights={"v1": 50, "v2": 50}, started_at=T0,
+                    sampling={"v1": one, "v2": {"c": TargetSampling(samples=3, seconds=10)}})
+    assert counts.aligned(shared, ("v1", "v2"))
+    assert not counts.aligned(apart, ("v1", "v2"))
+    counts.end_stratum(ModelExperimentStatus(strata=[apart]), at(10))
+    assert apart.aligned is False  # kept when its sampling is folded into '*'
+    assert not counts.aligned(apart, ("v1", "v2"))

@@ -370,6 +370,11 @@ class Stratum(StatusModel):
     resets: dict[str, int] = Field(
         default_factory=dict, max_length=_MAX_VARIANTS, description="Counter resets seen, per variant."
     )
+    aligned: bool | None = Field(
+        default=None,
+        description="Set when the stratum ends: whether every variant's samples came from the same "
+        "scrape targets (sampled at the same instants, so a drift of the traffic cannot skew them).",
+    )
     sampling: dict[str, dict[str, TargetSampling]] = Field(
         default_factory=dict,
         max_length=_MAX_VARIANTS,

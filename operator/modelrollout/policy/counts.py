@@ -393,10 +393,20 @@ def settle(spec: ModelExperimentSpec, stratum: Stratum, now: datetime) -> None:
     stratum.settling = []
 
 
+def aligned(stratum: Stratum, variants: Sequence[str]) -> bool:
+    """Whether every one of ``variants`` was sampled from the same scrape targets in ``stratum``
+    (series of one target are scraped at the same instants, so their counts cover the same time)."""
+    if stratum.aligned is not None:
+        return stratum.aligned
+    sets = [frozenset(stratum.sampling.get(v, {})) for v in variants]
+    return bool(sets) and all(sets[0] and s == sets[0] for s in sets)
+
+
 def _end(stratum: Stratum, now: datetime) -> None:
     """End ``stratum`` at ``now``; its sampling becomes one entry per variant (see :func:`coverage`)."""
     stratum.ended_at = now
     stratum.settling = []
+    stratum.aligned = aligned(stratum, [v for v in stratum.sampling if stratum.weights.get(v, 0) > 0])
     variants = [v for v in stratum.sampling if stratum.weights.get(v, 0) > 0]
     losses = stratum_losses(stratum, variants, now)
     for variant, targets in stratum.sampling.items():

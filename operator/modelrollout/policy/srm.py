@@ -19,9 +19,10 @@ covered seconds, so the multinomial null with those shares is exact, and a late 
 shifted scrape offsets are not a mismatch.
 
 What remains is bounded and allowed for. Every factor is the least favourable one over the counts
-the measurement may have changed (:mod:`modelrollout.stats.robust_srm`): up or down by
-:data:`EDGE_DRIFT` of a scrape interval's traffic at each edge (a drift of the traffic's rate over
-the seconds by which the variants' windows are shifted), and down by what was lost
+the measurement may have changed (:mod:`modelrollout.stats.robust_srm`): up or down by a drift of
+the traffic's rate (up to :data:`DRIFT_PER_SECOND`) over the half scrape interval by which the
+windows of variants sampled from different targets are shifted (none when the variants share
+their targets, :func:`modelrollout.policy.counts.aligned`), and down by what was lost
 (:func:`modelrollout.policy.counts.stratum_losses`: a target's traffic over an increment across a
 counter reset, whose count only holds what came after the restart; a target seen but not yet
 reported, whose share is not known; the traffic's rate bounded from the variants that are fully
@@ -68,10 +69,10 @@ from modelrollout.stats import robust_srm
 MAX_CLEARED: Final = 3
 #: Standard deviations in the upper bound of a count.
 _SIGMAS: Final = 3.0
-#: The share of a scrape interval's traffic at each edge of a stratum that a drifting traffic rate
-#: may move between variants (their series are counted over windows shifted by up to an interval):
-#: the test assumes the traffic's rate changes by less than 2 % within one scrape interval.
-EDGE_DRIFT: Final = 0.02
+#: The largest relative change of the traffic's rate per second the test allows for (20 % an hour):
+#: variants sampled from different targets are counted over windows shifted by up to a scrape
+#: interval, so a rate drifting by ``g`` a second makes their mean rates differ by up to ``g * Δ / 2``.
+DRIFT_PER_SECOND: Final = 0.20 / 3600.0
 
 
 @dataclass
@@ -107,8 +108,10 @@ def _stratum_terms(stratum: Stratum, names: tuple[str, ...], now: datetime) -> _
     observed = [x for x, _ in covered]
     raw = [w * seconds for w, (_, seconds) in zip(weights, covered, strict=True)]
     expected = [r / sum(raw) for r in raw]
-    # The slack of a drifting traffic rate over the edges: a share of a scrape interval's traffic.
-    slack = [EDGE_DRIFT * 2.0 * stratum.spacing * _upper(x) / seconds for x, seconds in covered]
+    # A drifting traffic rate skews variants sampled from different targets (their windows are
+    # shifted by up to a scrape interval) by a share of their counts; none when they share targets.
+    drift = 0.0 if counts.aligned(stratum, names) else DRIFT_PER_SECOND * stratum.spacing / 2.0
+    slack = [drift * _upper(x) for x in observed]
     losses = counts.stratum_losses(stratum, names, now)
     if losses is None:
         return None  # what the counts missed cannot be bounded yet: the stratum tells nothing
