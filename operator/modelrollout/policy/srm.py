@@ -157,18 +157,23 @@ def _contradicted(alarm: SRMAlarm, terms: list[_Stratum], names: tuple[str, ...]
     """Whether the fresh counts reject the split the alarm saw, in favour of the configured one.
 
     The alarm's split, as a distortion of the weights (each variant's observed over expected
-    share), is a simple hypothesis ``q``; the configured split is ``p``. The likelihood ratio
-    ``prod (p_i / q_i)^(y_i)`` of the fresh counts is an e-value against ``q`` (its expectation under
-    ``q`` is 1), so when it reaches ``1 / threshold`` the data contradict the alarm at that level. It
-    is taken at its least favourable over the counts the measurement allows (the slack and the
-    losses of each stratum), which for a ratio linear in the counts is a corner of the box.
+    share), taken half-way (the square root of each ratio: the share seen when the evidence first
+    crossed the threshold tends to overshoot the truth), is a simple hypothesis ``q``; the
+    configured split is ``p``. A true mismatch of at least a quarter of the one seen is closer to
+    ``q`` than to ``p`` and is not contradicted; the fresh epoch's own test finds it again.
+
+    The likelihood ratio ``prod (p_i / q_i)^(y_i)`` of the fresh counts is an e-value against
+    ``q`` (its expectation under ``q`` is 1): when it reaches ``1 / threshold`` the data
+    contradict the alarm at that level. It is taken at its least favourable over the counts the
+    measurement allows (the slack and the losses of each stratum), which for a ratio linear in
+    the counts is a corner of the box.
     """
     ratios = []
     for v in names:
         seen, wanted = alarm.observed_shares.get(v), alarm.expected_shares.get(v)
         if seen is None or wanted is None or wanted <= 0 or seen <= 0:
             return False
-        ratios.append(seen / wanted)
+        ratios.append(math.sqrt(seen / wanted))
     log_e = 0.0
     for t in terms:
         distorted = [e * r for e, r in zip(t.expected, ratios, strict=True)]
