@@ -39,12 +39,18 @@ from modelrollout.api import (
     ModelExperimentStatus,
     Phase,
     SequentialState,
+    Settle,
+    SettleReason,
+    SettleSlice,
+    SRMAlarm,
     SRMResult,
+    SRMState,
     Stratum,
     VariantAnalysis,
     validate_manifest,
 )
 from modelrollout.api.crd import crd_document
+from modelrollout.api.status import TargetSampling
 from modelrollout.localenv.env import LocalEnv
 from modelrollout.localenv.kube import apply_crds
 
@@ -281,13 +287,22 @@ def progressing_status() -> ModelExperimentStatus:
             Stratum(
                 step=0,
                 weights={"v6": 90, "v7": 10},
+                previous_weights={"v6": 100, "v7": 0},
                 started_at=NOW - timedelta(hours=1),
                 ended_at=NOW - timedelta(minutes=16),
-                baseline={"v6": {"click-through": counters}},
+                counted_from=NOW - timedelta(minutes=59),
+                settle=Settle(reason=SettleReason.WEIGHTS_SEEN, seconds=60.0, log_likelihood_ratio=12.5),
+                spacing=15.0,
+                aligned=False,
+                sampling={"v6": {"*": TargetSampling(samples=1000, seconds=2600.0, lost=12.0)},
+                          "v7": {"*": TargetSampling(samples=110, seconds=2600.0)}},
                 totals={"v6": {"click-through": counters}, "v7": {"click-through": counters}},
             ),
-            Stratum(step=1, weights={"v6": 75, "v7": 25}, started_at=NOW - timedelta(minutes=16)),
+            Stratum(step=1, weights={"v6": 75, "v7": 25}, started_at=NOW - timedelta(minutes=16),
+                    settling=[SettleSlice(end=NOW, samples={"v6": 7.0, "v7": 3.0},
+                                          exposure={"v6": 15.0, "v7": 15.0})]),
         ],
+        checkpoints={"click-through": NOW - timedelta(seconds=2)},
         sequential={
             "v7": {
                 "click-through": SequentialState(
@@ -296,7 +311,8 @@ def progressing_status() -> ModelExperimentStatus:
                 "error-rate": SequentialState(max_log_e_value=0.0),
             }
         },
-        srm_max_log_e_value=0.02,
+        srm=SRMState(epoch=1, max_log_e_value=0.02,
+                     alarm=SRMAlarm(at=NOW, step=1, p_value=0.0001, observed_shares={"v7": 0.2})),
         dropped_challengers=[DroppedChallenger(name="v8", at=NOW - timedelta(minutes=5), reason="Worse")],
         applied_controls=AppliedControls(retry="1"),
     )
