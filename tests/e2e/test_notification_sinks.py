@@ -66,11 +66,17 @@ def test_phase_changes_reach_every_sink_once_and_a_dead_sink_holds_nothing(
         f"{world.namespace}/ranker-v7: Pending → Progressing (Started)",
         f"{world.namespace}/ranker-v7: Progressing → Promoted ({history[-1]['reason']})",
     ]
+    # The marks are stored after the sends (at least once), so they may trail what was received
+    world.wait_for("the marks of the live sinks stored", lambda: {
+        world.status()["notifications"][s].get("deliveredThrough") for s in ("hook", "chat")
+    } == {history[-1]["time"]}, timeout=15)
     marks = world.status()["notifications"]
-    assert marks["hook"]["deliveredThrough"] == marks["chat"]["deliveredThrough"]
-    assert marks["dead"]["failures"] >= 1
-    assert "URLError" in marks["dead"]["lastError"]
     failed = [e for e in world.events() if e["reason"] == "NotificationFailed"]
+    # The dead sink is still failing on the promotion, or has given it up after its attempts
+    # (the timer keeps trying a terminal experiment's sinks, so both can be seen)
+    gave_up = [e for e in failed if "gave up telling" in e["message"] and "→ Promoted (" in e["message"]]
+    assert marks["dead"]["failures"] >= 1 or gave_up, (marks, failed)
+    assert "URLError" in marks["dead"]["lastError"]
     assert failed, world.events()
     assert failed[0]["type"] == "Warning"
     assert "spec.notifications[dead] (webhook) could not be told" in failed[0]["message"]
