@@ -1,7 +1,7 @@
 """Counts you can trust: false and true sample ratio mismatches, and the primary test, on the real
 Prometheus and the real operator process, over scrape intervals of 5, 15, 30 and 60 s.
 
-Run on demand:  ``.venv/bin/python bench/measurement.py [--runs new baseline] [--quick]``
+Run on demand:  ``.venv/bin/python bench/measurement.py [--runs new baseline] [--parallel] [--quick]``
 
 What runs (on loopback; nothing is faked but the traffic):
 
@@ -53,6 +53,7 @@ import math
 import os
 import secrets
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -621,6 +622,25 @@ def render(results: Sequence[RunResult]) -> str:
     return "\n".join(lines)
 
 
+def run_all(runs: Sequence[str], streams: Sequence[Stream], opts: argparse.Namespace,
+            root: Path) -> list[RunResult]:
+    """Each run in turn, or side by side with ``--parallel``; the results in the order asked."""
+    if not opts.parallel:
+        results = []
+        for run in runs:
+            results.append(run_one(run, streams, opts, root))
+            say(f"{run}: done in {results[-1].wall_s / 60:.0f} min")
+        return results
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=len(runs)) as pool:
+        futures = [pool.submit(run_one, run, streams, opts, root) for run in runs]
+        results = [f.result() for f in futures]
+    for r in results:
+        say(f"{r.run}: done in {r.wall_s / 60:.0f} min")
+    return results
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--runs", nargs="+", default=["new", "baseline"], choices=["new", "baseline"])
@@ -639,14 +659,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="a short run to try the bench (not a measurement)")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (logs)")
     parser.add_argument("--json", type=Path, help="also write the per-experiment observations here")
+    parser.add_argument("--parallel", action="store_true",
+                        help="run the runs side by side, each on its own control plane and Prometheus "
+                             "(halves the wall time; both runs share the machine's load)")
     opts = parser.parse_args(argv)
+    # A SIGTERM unwinds like an interrupt, so the control planes, Prometheus and operators stop too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     streams = make_streams(opts.scrapes, opts.aa, opts.loss, opts.lift, opts.quick)
     root = Path(tempfile.mkdtemp(prefix="modelrollout-measurement-"))
     results: list[RunResult] = []
     try:
-        for run in opts.runs:
-            results.append(run_one(run, streams, opts, root))
-            say(f"{run}: done in {results[-1].wall_s / 60:.0f} min")
+        results.extend(run_all(opts.runs, streams, opts, root))
     finally:
         if opts.json is not None:
             opts.json.write_text(json.dumps({r.run: {n: {
