@@ -542,6 +542,25 @@ def test_fixed_method_inconclusive_at_the_planned_n_applies_on_inconclusive_at_o
     assert exp.now - d.status.started_at < timedelta(days=1)
 
 
+def test_fixed_method_inconclusive_with_on_inconclusive_pause_stays_paused() -> None:
+    """Found by hypothesis: the pause after the one look of ``fixed`` resumed in the same tick (the
+    deadline was not reached, which read as "maxDuration was raised"), looked again, paused again,
+    and so on until the passes ran out. Raising maxDuration cannot end this pause: another look
+    would void the fixed-horizon test's error rate."""
+    exp = better(lift=0.0, analysis={"method": "fixed", "onInconclusive": "pause", "maxDuration": "7d"})
+    d = exp.until(lambda d: d.phase is Phase.PAUSED)
+    assert (d.rule, d.reason) == (Rule.INCONCLUSIVE, Rule.INCONCLUSIVE.value)
+    assert "fixed-horizon" in d.message
+    assert d.status.pause is not None
+    assert d.status.pause.fixed_look
+    assert [e.to_phase for e in d.status.history].count(Phase.PAUSED) == 1
+    assert all(e.to_phase is not Phase.PROGRESSING for e in d.status.history if e.from_phase is Phase.PAUSED)
+    held = exp.ticks(5)
+    assert all(x.phase is Phase.PAUSED and x.rule is Rule.PAUSED for x in held)
+    exp.set_spec(analysis={"maxDuration": "30d"})
+    assert exp.tick().phase is Phase.PAUSED
+
+
 def test_bayesian_method_promotes_on_the_posterior_probability() -> None:
     exp = better(lift=0.3, analysis={"method": "bayesian", "probabilityThreshold": 0.99})
     d = exp.until(finished)

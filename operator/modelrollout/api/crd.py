@@ -148,6 +148,35 @@ def _without_nulls(value: Any) -> Any:
 def _structural(
     node: dict[str, Any], defs: dict[str, Any], path: str, *, keep_defaults: bool
 ) -> dict[str, Any]:
+    node = _normalised(node, defs, path)
+    out: dict[str, Any] = {"type": node["type"]}
+    if "format" in node:
+        out["format"] = node["format"]
+    if "description" in node:
+        out["description"] = node["description"].strip()
+    for key in _ORDERED_KEYS:
+        if key in node:
+            out[key] = node[key]
+    out.update(_bounds(node, path))
+    if keep_defaults and "default" in node:
+        default = node["default"]
+        if not (node["type"] == "array" and default == []):
+            out["default"] = _without_nulls(default)
+    if node["type"] == "object":
+        out.update(_object_children(node, defs, path, keep_defaults=keep_defaults))
+    elif node["type"] == "array":
+        if "items" not in node:
+            raise SchemaError(f"{path}: an array needs items")
+        out["items"] = _structural(node["items"], defs, f"{path}[*]", keep_defaults=keep_defaults)
+    if "x-kubernetes-validations" in node:
+        out["x-kubernetes-validations"] = [
+            {key: rule[key] for key in _RULE_KEYS if key in rule} for rule in node["x-kubernetes-validations"]
+        ]
+    return out
+
+
+def _normalised(node: dict[str, Any], defs: dict[str, Any], path: str) -> dict[str, Any]:
+    """``node`` with its references resolved, checked to be something a structural schema can say."""
     node = _collapse_optional(_resolve(node, defs), defs)
     if "allOf" in node and len(node["allOf"]) == 1:
         node = {**_resolve(node["allOf"][0], defs), **{k: v for k, v in node.items() if k != "allOf"}}
@@ -160,46 +189,39 @@ def _structural(
     for key in sorted(misplaced):
         if node["type"] not in _KEYS_OF_TYPE[key]:
             raise SchemaError(f"{path}: {key} does not apply to type {node['type']}")
-    out: dict[str, Any] = {"type": node["type"]}
-    if "format" in node:
-        out["format"] = node["format"]
-    if "description" in node:
-        out["description"] = node["description"].strip()
-    for key in _ORDERED_KEYS:
-        if key in node:
-            out[key] = node[key]
+    return node
+
+
+def _bounds(node: dict[str, Any], path: str) -> dict[str, Any]:
+    """JSON Schema's exclusive bounds in OpenAPI v3's form (a bound and a flag)."""
+    out: dict[str, Any] = {}
     for bound, flag in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
         if bound in node:
             if flag in node:
                 raise SchemaError(f"{path}: both {flag} and {bound}")
             out[flag] = node[bound]
             out[bound] = True
-    if keep_defaults and "default" in node:
-        default = node["default"]
-        if not (node["type"] == "array" and default == []):
-            out["default"] = _without_nulls(default)
-    if node["type"] == "object":
-        properties = node.get("properties")
+    return out
+
+
+def _object_children(
+    node: dict[str, Any], defs: dict[str, Any], path: str, *, keep_defaults: bool
+) -> dict[str, Any]:
+    """An object's properties (with what is required) or its additionalProperties."""
+    out: dict[str, Any] = {}
+    properties = node.get("properties")
+    if properties:
+        out["properties"] = {
+            name: _structural(child, defs, f"{path}.{name}", keep_defaults=keep_defaults)
+            for name, child in properties.items()
+        }
+        if node.get("required"):
+            out["required"] = list(node["required"])
+    extra = node.get("additionalProperties")
+    if isinstance(extra, dict):
         if properties:
-            out["properties"] = {
-                name: _structural(child, defs, f"{path}.{name}", keep_defaults=keep_defaults)
-                for name, child in properties.items()
-            }
-            if node.get("required"):
-                out["required"] = list(node["required"])
-        extra = node.get("additionalProperties")
-        if isinstance(extra, dict):
-            if properties:
-                raise SchemaError(f"{path}: properties and additionalProperties together")
-            out["additionalProperties"] = _structural(extra, defs, f"{path}[*]", keep_defaults=keep_defaults)
-    elif node["type"] == "array":
-        if "items" not in node:
-            raise SchemaError(f"{path}: an array needs items")
-        out["items"] = _structural(node["items"], defs, f"{path}[*]", keep_defaults=keep_defaults)
-    if "x-kubernetes-validations" in node:
-        out["x-kubernetes-validations"] = [
-            {key: rule[key] for key in _RULE_KEYS if key in rule} for rule in node["x-kubernetes-validations"]
-        ]
+            raise SchemaError(f"{path}: properties and additionalProperties together")
+        out["additionalProperties"] = _structural(extra, defs, f"{path}[*]", keep_defaults=keep_defaults)
     return out
 
 

@@ -482,9 +482,16 @@ class PauseRecord(StatusModel):
     from_phase: Phase = Field(description="The phase the experiment resumes when the pause ends.")
     reason: PauseReason = Field(
         description="SpecPaused (ends when spec.paused is false), DataOutage (ends when the metrics are "
-        "usable again) or Inconclusive (ends if analysis.maxDuration is raised past the current time)."
+        "usable again) or Inconclusive (ends if analysis.maxDuration is raised past the current time, "
+        "unless fixedLook)."
     )
     since: Timestamp = Field(description="When the pause began.")
+    fixed_look: bool = Field(
+        default=False,
+        description="An Inconclusive pause after the one look of the fixed-horizon test: raising "
+        "maxDuration does not end it (another look would void the test's error rate); the promote "
+        "or abort annotation does.",
+    )
 
 
 class PlannedSample(StatusModel):

@@ -38,6 +38,7 @@ import yaml
 
 from modelrollout.demo.scenarios import (
     TERMINAL_PHASES,
+    Incident,
     Scenario,
     deciding_entry,
     outcome_problems,
@@ -446,9 +447,7 @@ class DemoRunner:
         from modelrollout.console.recording import Recorder
 
         recorder = Recorder(self.recording)
-        incident = self.scenario.incident
-        incident_step_seen: float | None = None
-        incident_at: float | None = None
+        incident = _IncidentClock(self.scenario.incident)
         deadline = time.monotonic() + self.timeout_s
         last: dict[str, Any] | None = None
         last_phase: str | None = None
@@ -459,30 +458,13 @@ class DemoRunner:
             except ApiException as exc:
                 self.progress(f"demo: reading the experiment failed ({exc.status}); retrying")
             if last is not None:
-                self._last_seen = last
-                recorder.record(last)
-                if self.display is not None:
-                    self.display.show(last)
-                status = last.get("status") or {}
-                phase = status.get("phase")
-                if phase != last_phase:
-                    last_phase = phase
-                    if self.display is None or not self.display.interactive:
-                        self.progress(f"demo: phase {phase}")
-                if phase in TERMINAL_PHASES:
-                    if incident_at is not None:
-                        self.progress(f"demo: {phase} {time.monotonic() - incident_at:.1f} s after the "
+                last_phase = self._show(recorder, last, last_phase)
+                if last_phase in TERMINAL_PHASES:
+                    if incident.at is not None:
+                        self.progress(f"demo: {last_phase} {time.monotonic() - incident.at:.1f} s after the "
                                       "incident (as seen by polling every 0.5 s)")
                     return last
-                if incident is not None and phase == "Progressing" \
-                        and (status.get("currentStep") or 0) >= incident.at_step:
-                    if incident_step_seen is None:
-                        incident_step_seen = time.monotonic()
-                    elif time.monotonic() - incident_step_seen >= incident.after_s:
-                        world.when_model_configured(incident.variant, **incident.changes)
-                        incident_at = time.monotonic()
-                        self.progress(f"demo: incident: {incident.description}")
-                        incident = None
+                incident.tick(world, last.get("status") or {}, self.progress)
             operator = world.operator
             if operator is not None and operator.returncode() is not None:
                 raise DemoError(f"the operator exited with code {operator.returncode()}:\n"
@@ -490,6 +472,17 @@ class DemoRunner:
             if time.monotonic() > deadline:
                 return last
             time.sleep(POLL_SECONDS)
+
+    def _show(self, recorder: Any, last: dict[str, Any], last_phase: str | None) -> str | None:
+        """Record and show one reading of the experiment; its phase (said when it changes)."""
+        self._last_seen = last
+        recorder.record(last)
+        if self.display is not None:
+            self.display.show(last)
+        phase = (last.get("status") or {}).get("phase")
+        if phase != last_phase and (self.display is None or not self.display.interactive):
+            self.progress(f"demo: phase {phase}")
+        return phase
 
     def _teardown(self) -> str | None:
         """Stop everything that was started, newest first; the first problem met, if any."""
@@ -549,3 +542,26 @@ class DemoRunner:
             self.progress(f"demo: writing the report failed: {type(exc).__name__}: {exc}")
             if result.error is None:
                 result.error = f"report: {type(exc).__name__}: {exc}"
+
+
+class _IncidentClock:
+    """When the scenario's incident is due: ``after_s`` seconds once the experiment reached its step."""
+
+    def __init__(self, incident: Incident | None) -> None:
+        self.incident = incident
+        self.step_seen: float | None = None
+        self.at: float | None = None  # when the incident began (monotonic)
+
+    def tick(self, world: Any, status: dict[str, Any], progress: Callable[[str], None]) -> None:
+        incident = self.incident
+        if incident is None or status.get("phase") != "Progressing":
+            return
+        if (status.get("currentStep") or 0) < incident.at_step:
+            return
+        if self.step_seen is None:
+            self.step_seen = time.monotonic()
+        elif time.monotonic() - self.step_seen >= incident.after_s:
+            world.when_model_configured(incident.variant, **incident.changes)
+            self.at = time.monotonic()
+            progress(f"demo: incident: {incident.description}")
+            self.incident = None

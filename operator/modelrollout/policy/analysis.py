@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from modelrollout.api.status import (
     AnalysisRecord,
+    DroppedChallenger,
     MetricResult,
     ModelExperimentStatus,
     Phase,
@@ -165,60 +166,73 @@ def write_record(ctx: Tick, status: ModelExperimentStatus, a: Assessment) -> Non
     previous = status.analysis.variants if status.analysis is not None else {}
     plan = status.plans.get(ctx.spec.metrics.primary.name)
     planned_n = plan.n if plan is not None else None
-    variants: dict[str, VariantAnalysis] = {}
-    first = next((o for o in a.outcomes if o.primary), None)
-    champion = VariantAnalysis(rule="champion")
-    if first is not None:
-        champion.n = first.n_champion
-        champion.primary = MetricResult(n=first.n_champion, estimate=finite(first.champion_value))
-        for o in a.outcomes:
-            if o.challenger == first.challenger and not o.primary:
-                champion.secondary[o.metric.name] = MetricResult(
-                    n=o.n_champion, estimate=finite(o.champion_value)
-                )
-    variants[ctx.champion] = champion
+    variants: dict[str, VariantAnalysis] = {ctx.champion: _champion_record(a)}
     dropped = {d.name: d for d in status.dropped_challengers}
     for name in ctx.challengers:
         if name in dropped:
-            d = dropped[name]
-            entry = previous.get(name, VariantAnalysis()).model_copy(deep=True)
-            entry.rule = f"out of the race since {d.at.isoformat()}: {d.reason}"
-            if d.reason not in ("NotSelected",):
-                entry.decision = VariantDecision.WORSE
-            variants[name] = entry
-            continue
-        entry = VariantAnalysis()
-        found = a.primary_of(name)
-        notes: list[str] = []
-        if found is not None:
-            o = found
-            entry.n = o.n_challenger
-            entry.primary = o.result(planned_n)
-            entry.decision = o.verdict
-        for s in a.outcomes:
-            if s.challenger == name and not s.primary:
-                sp = status.plans.get(s.metric.name)
-                entry.secondary[s.metric.name] = s.result(sp.n if sp is not None else planned_n)
-                if s.decisive and s.verdict is VariantDecision.WORSE:
-                    entry.decision = VariantDecision.WORSE
-                    notes.append(f"decisive {s.metric.name} significantly worse")
-        for check in a.guardrails:
-            if check.challenger == name:
-                entry.guardrails[check.name] = check.result
-                if check.breached or check.warning:
-                    notes.append(check.summary)
-        for div in a.divergence:
-            if div.challenger == name and div.summary:
-                notes.append(div.summary)
-        if a.stage is Phase.PROGRESSING:
-            notes.insert(0, verdict_text(ctx, found, planned_n))
-        elif not notes:
-            notes.append("shadowing: mirrored traffic only")
-        entry.rule = "; ".join(notes)
-        variants[name] = entry
+            variants[name] = _dropped_record(previous.get(name), dropped[name])
+        else:
+            variants[name] = _challenger_record(ctx, status, a, name, planned_n)
     status.analysis = AnalysisRecord(
         updated_at=ctx.now,
         planned_n=planned_n,
         variants=variants,
         srm=a.srm.result if a.srm is not None else (status.analysis.srm if status.analysis else None),
     )
+
+
+def _champion_record(a: Assessment) -> VariantAnalysis:
+    """The champion's counts and estimates, as its comparison with the first challenger saw them."""
+    champion = VariantAnalysis(rule="champion")
+    first = next((o for o in a.outcomes if o.primary), None)
+    if first is None:
+        return champion
+    champion.n = first.n_champion
+    champion.primary = MetricResult(n=first.n_champion, estimate=finite(first.champion_value))
+    for o in a.outcomes:
+        if o.challenger == first.challenger and not o.primary:
+            champion.secondary[o.metric.name] = MetricResult(
+                n=o.n_champion, estimate=finite(o.champion_value)
+            )
+    return champion
+
+
+def _dropped_record(previous: VariantAnalysis | None, dropped: DroppedChallenger) -> VariantAnalysis:
+    """A challenger out of the race keeps its last entry, with why it left."""
+    entry = (previous or VariantAnalysis()).model_copy(deep=True)
+    entry.rule = f"out of the race since {dropped.at.isoformat()}: {dropped.reason}"
+    if dropped.reason not in ("NotSelected",):
+        entry.decision = VariantDecision.WORSE
+    return entry
+
+
+def _challenger_record(
+    ctx: Tick, status: ModelExperimentStatus, a: Assessment, name: str, planned_n: int | None
+) -> VariantAnalysis:
+    """A live challenger's results, verdict and the notes that explain it."""
+    entry = VariantAnalysis()
+    found = a.primary_of(name)
+    notes: list[str] = []
+    if found is not None:
+        entry.n = found.n_challenger
+        entry.primary = found.result(planned_n)
+        entry.decision = found.verdict
+    for s in a.outcomes:
+        if s.challenger == name and not s.primary:
+            sp = status.plans.get(s.metric.name)
+            entry.secondary[s.metric.name] = s.result(sp.n if sp is not None else planned_n)
+            if s.decisive and s.verdict is VariantDecision.WORSE:
+                entry.decision = VariantDecision.WORSE
+                notes.append(f"decisive {s.metric.name} significantly worse")
+    for check in a.guardrails:
+        if check.challenger == name:
+            entry.guardrails[check.name] = check.result
+            if check.breached or check.warning:
+                notes.append(check.summary)
+    notes.extend(div.summary for div in a.divergence if div.challenger == name and div.summary)
+    if a.stage is Phase.PROGRESSING:
+        notes.insert(0, verdict_text(ctx, found, planned_n))
+    elif not notes:
+        notes.append("shadowing: mirrored traffic only")
+    entry.rule = "; ".join(notes)
+    return entry

@@ -25,6 +25,7 @@ InvalidSpec) and when they end, not on every tick.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from modelrollout.api.status import (
@@ -59,94 +60,154 @@ def finish(status: ModelExperimentStatus) -> tuple[str, str]:
     return status.phase.value, ""
 
 
+@dataclass
+class _Setter:
+    """Sets the conditions of one tick and remembers what they were before it."""
+
+    ctx: Tick
+    status: ModelExperimentStatus
+    flags: Flags
+    last: Outcome
+    before: dict[ConditionType, tuple[ConditionStatus, str]]
+    finish_reason: str
+    finish_message: str
+
+    def put(self, type_: ConditionType, value: ConditionStatus, reason: str, message: str) -> None:
+        self.status.set_condition(
+            type_, value, reason, message, now=self.ctx.now, generation=self.ctx.obs.generation
+        )
+
+    def was_true(self, type_: ConditionType) -> bool:
+        return self.before.get(type_, (F, ""))[0] is T
+
+    def emit(self, type_: EventType, reason: str, message: str) -> None:
+        self.ctx.emit(type_, reason, message)
+
+
 def refresh(ctx: Tick, status: ModelExperimentStatus, flags: Flags, last: Outcome) -> None:
     """Set every condition from the phase and the holds, emitting Events for holds that begin or end."""
-    gen = ctx.obs.generation
-    before = {c.type: (c.status, c.message) for c in status.conditions}
+    finish_reason, finish_message = finish(status) if status.phase.terminal else ("", "")
+    setter = _Setter(
+        ctx,
+        status,
+        flags,
+        last,
+        {c.type: (c.status, c.message) for c in status.conditions},
+        finish_reason,
+        finish_message,
+    )
+    for condition in _CONDITIONS:
+        condition(setter)
 
-    def put(type_: ConditionType, value: ConditionStatus, reason: str, message: str) -> None:
-        status.set_condition(type_, value, reason, message, now=ctx.now, generation=gen)
 
-    phase = status.phase
-    terminal = phase.terminal
-    finish_reason, finish_message = finish(status) if terminal else ("", "")
+def _invalid_spec(c: _Setter) -> None:
+    text = c.flags.invalid_spec
+    if text is not None:
+        c.put(ConditionType.INVALID_SPEC, T, "InvalidSpec", text)
+        if c.before.get(ConditionType.INVALID_SPEC) != (T, text):
+            c.emit(EventType.WARNING, "InvalidSpec", text)
+        return
+    c.put(ConditionType.INVALID_SPEC, F, "SpecValid", "")
+    if c.was_true(ConditionType.INVALID_SPEC):
+        c.emit(EventType.NORMAL, "SpecValid", "The spec errors are fixed; the experiment goes on.")
 
-    # InvalidSpec
-    if flags.invalid_spec is not None:
-        put(ConditionType.INVALID_SPEC, T, "InvalidSpec", flags.invalid_spec)
-        if before.get(ConditionType.INVALID_SPEC) != (T, flags.invalid_spec):
-            ctx.emit(EventType.WARNING, "InvalidSpec", flags.invalid_spec)
-    else:
-        put(ConditionType.INVALID_SPEC, F, "SpecValid", "")
-        if before.get(ConditionType.INVALID_SPEC, (F, ""))[0] is T:
-            ctx.emit(EventType.NORMAL, "SpecValid", "The spec errors are fixed; the experiment goes on.")
 
-    # MetricsUnavailable
-    if flags.analysed:
-        if flags.metrics_unavailable is not None:
-            put(ConditionType.METRICS_UNAVAILABLE, T, "MetricsUnavailable", flags.metrics_unavailable)
-            if before.get(ConditionType.METRICS_UNAVAILABLE, (F, ""))[0] is not T:
-                ctx.emit(EventType.WARNING, "MetricsUnavailable", flags.metrics_unavailable)
-        else:
-            put(ConditionType.METRICS_UNAVAILABLE, F, "MetricsAvailable", "")
-            if before.get(ConditionType.METRICS_UNAVAILABLE, (F, ""))[0] is T:
-                ctx.emit(EventType.NORMAL, "MetricsAvailable", "The metrics are usable again.")
-    elif status.condition(ConditionType.METRICS_UNAVAILABLE) is None:
-        put(ConditionType.METRICS_UNAVAILABLE, F, "NotMeasured", "")
+def _metrics_unavailable(c: _Setter) -> None:
+    kind = ConditionType.METRICS_UNAVAILABLE
+    if not c.flags.analysed:
+        if c.status.condition(kind) is None:
+            c.put(kind, F, "NotMeasured", "")
+        return
+    text = c.flags.metrics_unavailable
+    if text is not None:
+        c.put(kind, T, "MetricsUnavailable", text)
+        if not c.was_true(kind):
+            c.emit(EventType.WARNING, "MetricsUnavailable", text)
+        return
+    c.put(kind, F, "MetricsAvailable", "")
+    if c.was_true(kind):
+        c.emit(EventType.NORMAL, "MetricsAvailable", "The metrics are usable again.")
 
-    # SampleRatioMismatch
-    if flags.srm is not None:
-        put(ConditionType.SAMPLE_RATIO_MISMATCH, T, "SampleRatioMismatch", flags.srm)
-        if before.get(ConditionType.SAMPLE_RATIO_MISMATCH, (F, ""))[0] is not T:
-            ctx.emit(EventType.WARNING, "SampleRatioMismatch", flags.srm)
-    elif flags.srm_checked:
-        put(ConditionType.SAMPLE_RATIO_MISMATCH, F, "SplitAsConfigured", "")
-    elif status.condition(ConditionType.SAMPLE_RATIO_MISMATCH) is None:
-        put(ConditionType.SAMPLE_RATIO_MISMATCH, F, "NotChecked", "")
 
-    # Ready
-    srm_true = (c := status.condition(ConditionType.SAMPLE_RATIO_MISMATCH)) is not None and c.status is T
+def _sample_ratio_mismatch(c: _Setter) -> None:
+    kind = ConditionType.SAMPLE_RATIO_MISMATCH
+    if c.flags.srm is not None:
+        c.put(kind, T, "SampleRatioMismatch", c.flags.srm)
+        if not c.was_true(kind):
+            c.emit(EventType.WARNING, "SampleRatioMismatch", c.flags.srm)
+    elif c.flags.srm_checked:
+        c.put(kind, F, "SplitAsConfigured", "")
+    elif c.status.condition(kind) is None:
+        c.put(kind, F, "NotChecked", "")
+
+
+def _ready(c: _Setter) -> None:
+    status, flags = c.status, c.flags
+    phase, terminal = status.phase, status.phase.terminal
+    srm = status.condition(ConditionType.SAMPLE_RATIO_MISMATCH)
     outage_pause = (
         phase is Phase.PAUSED and status.pause is not None and status.pause.reason is PauseReason.DATA_OUTAGE
     )
     if flags.invalid_spec is not None:
-        put(ConditionType.READY, F, "InvalidSpec", flags.invalid_spec)
+        c.put(ConditionType.READY, F, "InvalidSpec", flags.invalid_spec)
     elif terminal and phase is not Phase.PROMOTED:
-        put(ConditionType.READY, F, finish_reason, finish_message)
+        c.put(ConditionType.READY, F, c.finish_reason, c.finish_message)
     elif not terminal and flags.metrics_unavailable is not None:
-        put(ConditionType.READY, F, "MetricsUnavailable", flags.metrics_unavailable)
+        c.put(ConditionType.READY, F, "MetricsUnavailable", flags.metrics_unavailable)
     elif outage_pause:
-        put(ConditionType.READY, F, "DataOutage", last.message)
-    elif not terminal and srm_true:
-        put(ConditionType.READY, F, "SampleRatioMismatch", flags.srm or "a sample ratio mismatch was found")
+        c.put(ConditionType.READY, F, "DataOutage", c.last.message)
+    elif not terminal and srm is not None and srm.status is T:
+        c.put(ConditionType.READY, F, "SampleRatioMismatch", flags.srm or "a sample ratio mismatch was found")
     else:
-        put(ConditionType.READY, T, phase.value, finish_message if terminal else last.message)
+        c.put(ConditionType.READY, T, phase.value, c.finish_message if terminal else c.last.message)
 
-    # Progressing
+
+def _progressing(c: _Setter) -> None:
+    phase = c.status.phase
     if phase in (Phase.PENDING, Phase.SHADOWING, Phase.PROGRESSING):
-        put(ConditionType.PROGRESSING, T, last.reason, last.message)
+        c.put(ConditionType.PROGRESSING, T, c.last.reason, c.last.message)
     elif phase is Phase.PAUSED:
-        reason = status.pause.reason.value if status.pause is not None else "Paused"
-        put(ConditionType.PROGRESSING, F, reason, last.message)
+        reason = c.status.pause.reason.value if c.status.pause is not None else "Paused"
+        c.put(ConditionType.PROGRESSING, F, reason, c.last.message)
     else:
-        put(ConditionType.PROGRESSING, F, finish_reason, finish_message)
+        c.put(ConditionType.PROGRESSING, F, c.finish_reason, c.finish_message)
 
-    # Succeeded and RolledBack
+
+def _succeeded(c: _Setter) -> None:
+    phase = c.status.phase
     if phase is Phase.PROMOTED:
-        put(ConditionType.SUCCEEDED, T, finish_reason, finish_message)
+        c.put(ConditionType.SUCCEEDED, T, c.finish_reason, c.finish_message)
     elif phase in (Phase.ROLLED_BACK, Phase.FAILED):
-        put(ConditionType.SUCCEEDED, F, finish_reason, finish_message)
+        c.put(ConditionType.SUCCEEDED, F, c.finish_reason, c.finish_message)
     else:
-        put(ConditionType.SUCCEEDED, U, "InProgress", "")
-    if phase is Phase.ROLLED_BACK:
-        put(ConditionType.ROLLED_BACK, T, finish_reason, finish_message)
-    else:
-        put(ConditionType.ROLLED_BACK, F, "NotRolledBack", "")
+        c.put(ConditionType.SUCCEEDED, U, "InProgress", "")
 
-    # Stalled (kstatus: Failed)
-    if flags.invalid_spec is not None:
-        put(ConditionType.STALLED, T, "InvalidSpec", flags.invalid_spec)
-    elif phase in (Phase.ROLLED_BACK, Phase.FAILED):
-        put(ConditionType.STALLED, T, finish_reason, finish_message)
+
+def _rolled_back(c: _Setter) -> None:
+    if c.status.phase is Phase.ROLLED_BACK:
+        c.put(ConditionType.ROLLED_BACK, T, c.finish_reason, c.finish_message)
     else:
-        put(ConditionType.STALLED, F, "NotStalled", "")
+        c.put(ConditionType.ROLLED_BACK, F, "NotRolledBack", "")
+
+
+def _stalled(c: _Setter) -> None:
+    """kstatus reads Stalled=True as Failed."""
+    if c.flags.invalid_spec is not None:
+        c.put(ConditionType.STALLED, T, "InvalidSpec", c.flags.invalid_spec)
+    elif c.status.phase in (Phase.ROLLED_BACK, Phase.FAILED):
+        c.put(ConditionType.STALLED, T, c.finish_reason, c.finish_message)
+    else:
+        c.put(ConditionType.STALLED, F, "NotStalled", "")
+
+
+#: The conditions, set in this order (Ready reads the SampleRatioMismatch just set).
+_CONDITIONS: tuple[Callable[[_Setter], None], ...] = (
+    _invalid_spec,
+    _metrics_unavailable,
+    _sample_ratio_mismatch,
+    _ready,
+    _progressing,
+    _succeeded,
+    _rolled_back,
+    _stalled,
+)

@@ -36,8 +36,9 @@ The rules, in the order they are applied (the first that fires wins the pass):
    i. **maxDuration** without a verdict, or the one look of ``fixed`` inconclusive for every live
       challenger, applies ``onInconclusive``: keepChampion rolls back; promoteIfNonInferior
       promotes the best challenger shown non-inferior within ``nonInferiorityMargin`` (else rolls
-      back); pause pauses until ``maxDuration`` is raised or a human acts. A hold (outage, SRM)
-      does not outlive ``maxDuration``: it applies ``onInconclusive`` too, where
+      back); pause pauses until ``maxDuration`` is raised or a human acts (after the one look of
+      ``fixed``, only a human's promote or abort: another look would void its error rate). A hold
+      (outage, SRM) does not outlive ``maxDuration``: it applies ``onInconclusive`` too, where
       promoteIfNonInferior can only keep the champion (a held comparison shows nothing).
    j. **Step clock**: below the last step, advance when the step has lasted ``minStepDuration``,
       has ``minSamplesPerStep`` samples per live variant (summed over the step's strata), the run
@@ -48,7 +49,13 @@ The rules, in the order they are applied (the first that fires wins the pass):
 
    A paused experiment is analysed too (its record and statistics stay current), but only
    resumes: from an outage pause when the metrics are usable again, from an inconclusive pause
-   when ``maxDuration`` has been raised past now.
+   at ``maxDuration`` when ``maxDuration`` has been raised past now.
+
+The code follows this list: each rule is a short function that returns an :class:`Outcome` or
+None, and the tables ``_ENTRY_RULES`` (0-6), ``_SHADOW_GATES`` and ``_PROGRESS_GATES`` (7a-7f) and
+``_STEP_RULES`` (7g-7k) hold them in this order; the first that fires wins. A step's rules read one
+frozen :class:`StepView` (its time, samples, winners and plan) computed once per pass, and the
+sentences come from :mod:`~modelrollout.policy.messages`.
 
 Within one tick the rules run to a fixed point: after a transition they run again on the new
 status (at most :data:`MAX_PASSES` passes), so the status returned is one on which the same tick
@@ -83,22 +90,41 @@ Choices where the design is silent (details in each module's docstring):
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from modelrollout.api.spec import Goal, Method, ModelExperimentSpec, OnDataOutage, OnInconclusive
 from modelrollout.api.status import ModelExperimentStatus, PauseReason, Phase, VariantDecision
 from modelrollout.observations import Observations
-from modelrollout.policy import analysis, checks, conditions, controls, counts, primary, steps, transitions
+from modelrollout.policy import (
+    analysis,
+    checks,
+    conditions,
+    controls,
+    counts,
+    messages,
+    primary,
+    steps,
+    transitions,
+)
 from modelrollout.policy.analysis import Assessment
-from modelrollout.policy.context import Outcome, Tick, clean_numbers, fmt, joined, span
+from modelrollout.policy.context import Outcome, Tick, clean_numbers, fmt, span
 from modelrollout.policy.decision import Decision, Rule
+from modelrollout.policy.shadow import DivergenceCheck
 
 #: Passes of the rules within one tick (a transition is followed by another pass).
 MAX_PASSES = 8
 
+Numbers = dict[str, float | None]
 
-def _hold(rule: Rule, reason: str, message: str, numbers: dict[str, float | None] | None = None) -> Outcome:
+
+def _hold(rule: Rule, reason: str, message: str, numbers: Numbers | None = None) -> Outcome:
     return Outcome(rule, reason, message, clean_numbers(numbers or {}))
+
+
+def _wait(reason: str, message: str, numbers: Numbers) -> Outcome:
+    return _hold(Rule.HOLD, reason, message, numbers)
 
 
 class _Pass:
@@ -109,81 +135,57 @@ class _Pass:
         self.s = status
         self.flags = conditions.Flags()
 
-    # --- entry ------------------------------------------------------------------------------------
     def run(self) -> Outcome:
+        found = _first(_ENTRY_RULES, self)
+        if found is not None:
+            return found
+        a = self.assess()
+        if self.s.phase is Phase.PAUSED:
+            return _paused(self, a)
+        if not a.started:
+            return _hold(Rule.HOLD, "JustStarted", "The step has just begun; nothing observed yet.")
+        if self.s.phase is Phase.SHADOWING:
+            found = _first(_SHADOW_GATES, self, a)
+            return found if found is not None else _shadow_clock(self, a, ShadowView.of(self, a))
+        found = _first(_PROGRESS_GATES, self, a)
+        if found is not None:
+            return found
+        view = StepView.of(self, a)
+        found = _first(_STEP_RULES, self, a, view)
+        return found if found is not None else _advance(self, a, view)
+
+    def assess(self) -> Assessment:
+        """Analyse the tick and note the holds it found for the conditions."""
         ctx, s = self.ctx, self.s
-        found = controls.abort(ctx, s)
-        if found is not None:
-            return found
-        errors = [*ctx.obs.spec_errors, *checks.spec_errors(ctx.spec)]
-        if errors:
-            text = "; ".join(f"{e.path}: {e.message}" for e in errors)
-            self.flags.invalid_spec = text
-            return _hold(
-                Rule.INVALID_SPEC,
-                "InvalidSpec",
-                f"The spec is invalid, traffic does not move: {text}.",
-                {"errors": len(errors)},
-            )
-        why = checks.variants_changed(ctx.spec, s)
-        if why is not None:
-            return transitions.fail(
-                ctx,
-                s,
-                "VariantsChanged",
-                f"The variants changed while the experiment ran ({why}); traffic is back at the champion "
-                f"{ctx.champion}. Annotate modelrollout.io/retry to start over.",
-            )
-        for control in (controls.promote, controls.retry):
-            found = control(ctx, s)
-            if found is not None:
-                return found
-        if s.phase.terminal:
-            reason, message = conditions.finish(s)
-            return _hold(
-                Rule.FINISHED, reason or s.phase.value, message or f"The experiment is {s.phase.value}."
-            )
-        found = controls.spec_pause(ctx, s)
-        if found is not None:
-            return found
-        if s.phase is Phase.PENDING:
-            return transitions.start(ctx, s)
         a = analysis.assess(ctx, s)
         self.flags.analysed = a.started
         if a.started:
             analysis.write_record(ctx, s, a)
         if a.unknown:
-            self.flags.metrics_unavailable = (
-                f"Unknown: {a.unknown_text()} ({s.consecutive_errors} tick(s) in a row, since "
-                f"{s.data_outage_since.isoformat() if s.data_outage_since else 'now'})."
+            since = s.data_outage_since.isoformat() if s.data_outage_since else "now"
+            self.flags.metrics_unavailable = messages.metrics_unknown(
+                a.unknown_text(), s.consecutive_errors, since
             )
         if a.srm is not None:
             self.flags.srm_checked = True
             if a.srm.mismatch:
                 self.flags.srm = a.srm.summary
         if a.plan_problems:
-            self.flags.invalid_spec = "; ".join(f"{e.path}: {e.message}" for e in a.plan_problems)
-        if s.phase is Phase.PAUSED:
-            return self._paused(a)
-        if not a.started:
-            return _hold(Rule.HOLD, "JustStarted", "The step has just begun; nothing observed yet.")
-        if s.phase is Phase.SHADOWING:
-            return self._shadowing(a)
-        return self._progressing(a)
+            self.flags.invalid_spec = messages.spec_errors(a.plan_problems)
+        return a
 
-    # --- shared rules -----------------------------------------------------------------------------
-    def _deadline(self) -> bool:
+    # --- what several rules ask -------------------------------------------------------------------
+    def deadline(self) -> bool:
         s = self.s
         return s.started_at is not None and self.ctx.now >= s.started_at + self.ctx.max_duration
 
-    def _outage_limit(self) -> bool:
+    def outage_limit(self) -> bool:
         s, ctx = self.s, self.ctx
-        analysis_spec = ctx.spec.analysis
-        if s.consecutive_errors >= analysis_spec.max_consecutive_errors:
+        if s.consecutive_errors >= ctx.spec.analysis.max_consecutive_errors:
             return True
         return s.data_outage_since is not None and ctx.now - s.data_outage_since >= ctx.max_data_outage
 
-    def _outage_numbers(self) -> dict[str, float | None]:
+    def outage_numbers(self) -> Numbers:
         s, ctx = self.s, self.ctx
         since = (ctx.now - s.data_outage_since).total_seconds() if s.data_outage_since else 0.0
         return {
@@ -193,442 +195,14 @@ class _Pass:
             "maxDataOutageSeconds": ctx.max_data_outage.total_seconds(),
         }
 
-    def _on_data_outage(self, a: Assessment) -> Outcome:
-        ctx, s = self.ctx, self.s
-        text = (
-            f"Metrics unusable for {s.consecutive_errors} tick(s) over "
-            f"{span(ctx.now - (s.data_outage_since or ctx.now))} ({a.unknown_text()})"
-        )
-        if ctx.spec.analysis.on_data_outage is OnDataOutage.PAUSE:
-            return transitions.pause(
-                ctx,
-                s,
-                PauseReason.DATA_OUTAGE,
-                Rule.DATA_OUTAGE_PAUSE,
-                f"{text}: paused (onDataOutage pause) until they return.",
-                self._outage_numbers(),
-            )
-        return transitions.rollback(
-            ctx,
-            s,
-            Rule.DATA_OUTAGE_ROLLBACK,
-            "DataOutageRollback",
-            f"{text}: rolled back to the champion {ctx.champion} (onDataOutage rollback).",
-            self._outage_numbers(),
-        )
-
-    def _breach(self, a: Assessment) -> Outcome | None:
-        breaches = a.breaches()
-        if not breaches:
-            return None
-        losers = {c: "; ".join(ch.summary for ch in checks_) for c, checks_ in breaches.items()}
-        numbers: dict[str, float | None] = {}
-        for c, checks_ in breaches.items():
-            for ch in checks_:
-                for key, value in ch.numbers.items():
-                    numbers[f"{c}.{ch.name}.{key}"] = value
-        live_after = [c for c in self.ctx.live(self.s) if c not in losers]
-        tail = (
-            f"{joined(live_after)} go{'es' if len(live_after) == 1 else ''} on"
-            if live_after
-            else f"all traffic back to the champion {self.ctx.champion}"
-        )
-        message = (
-            f"Guardrail breached: {'; '.join(losers.values())}; {joined(sorted(losers))} dropped, {tail}."
-        )
-        return transitions.drop(
-            self.ctx, self.s, a.readings, losers, Rule.GUARDRAIL_BREACH, "GuardrailBreach", message, numbers
-        )
-
-    def _unavailable(self, a: Assessment) -> Outcome:
-        if self._deadline():
-            return self._inconclusive(a, trusted=False)
-        return _hold(
-            Rule.METRICS_UNAVAILABLE,
-            "MetricsUnavailable",
-            f"Holding: {a.unknown_text()} (unknown is neither a pass nor a failure).",
-            self._outage_numbers(),
-        )
-
-    def _inconclusive(self, a: Assessment, *, trusted: bool, why: str = "") -> Outcome:
-        ctx, s = self.ctx, self.s
-        policy = ctx.spec.analysis.on_inconclusive
-        why = why or f"no verdict after maxDuration {ctx.spec.analysis.max_duration}"
-        numbers: dict[str, float | None] = {
-            "elapsedSeconds": (ctx.now - s.started_at).total_seconds() if s.started_at else None,
-            "maxDurationSeconds": ctx.max_duration.total_seconds(),
-        }
-        if policy is OnInconclusive.PAUSE:
-            return transitions.pause(
-                ctx,
-                s,
-                PauseReason.INCONCLUSIVE,
-                Rule.INCONCLUSIVE,
-                f"Inconclusive ({why}): paused (onInconclusive pause) until a human promotes, aborts or "
-                "raises maxDuration.",
-                numbers,
-            )
-        if policy is OnInconclusive.PROMOTE_IF_NON_INFERIOR and trusted:
-            candidates = []
-            for c in ctx.live(s):
-                o = a.primary_of(c)
-                if (
-                    o is not None
-                    and primary.non_inferior(ctx, o)
-                    and not a.warnings(c)
-                    and not a.decisive_worse(c)
-                ):
-                    candidates.append((o.sign * (o.difference or 0.0), c, o))
-            if candidates:
-                _, winner, o = max(candidates)
-                gain_ci = o.gain_ci()
-                low = gain_ci[0] if gain_ci is not None else None
-                numbers.update({"gainLowerBound": low, "margin": ctx.spec.analysis.non_inferiority_margin})
-                return transitions.promote(
-                    ctx,
-                    s,
-                    winner,
-                    Rule.INCONCLUSIVE,
-                    "PromotedNonInferior",
-                    f"Inconclusive ({why}), but {winner} is non-inferior: gain lower bound {fmt(low)} > "
-                    f"-{fmt(ctx.spec.analysis.non_inferiority_margin)}; promoted (onInconclusive "
-                    "promoteIfNonInferior).",
-                    numbers,
-                )
-        note = ""
-        if policy is OnInconclusive.PROMOTE_IF_NON_INFERIOR:
-            note = (
-                "; no challenger is shown non-inferior"
-                if trusted
-                else "; a held comparison shows no non-inferiority"
-            )
-        return transitions.rollback(
-            ctx,
-            s,
-            Rule.INCONCLUSIVE,
-            "Inconclusive",
-            f"Inconclusive ({why}{note}): the champion {ctx.champion} keeps all the traffic "
-            f"(onInconclusive {policy.value}).",
-            numbers,
-        )
-
-    # --- phases -------------------------------------------------------------------------------------
-    def _paused(self, a: Assessment) -> Outcome:
-        ctx, s = self.ctx, self.s
-        record = s.pause
-        reason = record.reason if record is not None else PauseReason.SPEC
-        if not ctx.spec.paused and reason is PauseReason.DATA_OUTAGE and a.started and not a.unknown:
-            return transitions.resume(ctx, s, "The metrics are usable again: resumed after the outage pause.")
-        if not ctx.spec.paused and reason is PauseReason.INCONCLUSIVE and not self._deadline():
-            return transitions.resume(ctx, s, "maxDuration was raised: resumed after the inconclusive pause.")
-        since = record.since.isoformat() if record is not None else "unknown"
-        return _hold(Rule.PAUSED, reason.value, f"Paused ({reason.value}) since {since}; weights frozen.")
-
-    def _shadowing(self, a: Assessment) -> Outcome:
-        ctx, s = self.ctx, self.s
-        if a.unknown and self._outage_limit():
-            return self._on_data_outage(a)
-        found = self._breach(a)
-        if found is not None:
-            return found
-        failed = {d.challenger: d for d in a.divergence if d.failed}
-        if failed:
-            numbers: dict[str, float | None] = {}
-            for d in failed.values():
-                numbers.update(d.numbers)
-            live_after = [c for c in ctx.live(s) if c not in failed]
-            message = (
-                f"Shadow failed: {'; '.join(d.summary for d in failed.values())}; "
-                f"{joined(sorted(failed))} dropped"
-                + (f", {joined(live_after)} go on." if live_after else ", the champion keeps the traffic.")
-            )
-            return transitions.drop(
-                ctx,
-                s,
-                a.readings,
-                {c: d.summary for c, d in failed.items()},
-                Rule.SHADOW_FAILED,
-                "ShadowFailed",
-                message,
-                numbers,
-            )
-        if a.unknown:
-            return self._unavailable(a)
-        if self._deadline():
-            return self._inconclusive(
-                a, trusted=False, why="the shadow phase did not pass before maxDuration"
-            )
-        started = s.shadow_started_at or s.started_at or ctx.now
-        elapsed = ctx.now - started
-        numbers = {
-            "elapsedSeconds": elapsed.total_seconds(),
-            "durationSeconds": ctx.shadow_duration.total_seconds(),
-        }
-        for d in a.divergence:
-            numbers.update(d.numbers)
-        if elapsed < ctx.shadow_duration:
-            return _hold(
-                Rule.HOLD,
-                "Shadowing",
-                f"Shadowing for {span(elapsed)} of {ctx.spec.shadow.duration}.",
-                numbers,
-            )
-        live = ctx.live(s)
-        measured = {d.challenger: d for d in a.divergence}
-        unseen = []
-        for c in live:
-            guarded = all(g.seen for g in a.guardrails if g.challenger == c)
-            compared = c in measured and measured[c].compared > 0
-            if not guarded or (ctx.spec.shadow.divergence is not None and not compared):
-                unseen.append(c)
-        if unseen:
-            return _hold(
-                Rule.HOLD,
-                "ShadowNoTraffic",
-                f"Shadow duration reached, but no mirrored traffic seen yet for {joined(unseen)}.",
-                numbers,
-            )
-        undecided = [c for c in live if c in measured and not measured[c].within]
-        if undecided:
-            return _hold(
-                Rule.HOLD,
-                "ShadowUndecided",
-                "Divergence not yet surely within the bound: "
-                + "; ".join(measured[c].summary for c in undecided)
-                + ".",
-                numbers,
-            )
-        if a.warnings():
-            return _hold(
-                Rule.HOLD,
-                "GuardrailWarning",
-                "Guardrail estimate beyond its margin: " + "; ".join(w.summary for w in a.warnings()) + ".",
-                numbers,
-            )
-        summary = "; ".join(d.summary for d in a.divergence) or "guardrails within bounds"
-        return transitions.shadow_passed(
-            ctx,
-            s,
-            a.readings,
-            f"Shadow passed after {span(elapsed)} ({summary}): step 0, {ctx.steps[0]} % of the traffic "
-            f"to {joined(live)}.",
-            numbers,
-        )
-
-    def _progressing(self, a: Assessment) -> Outcome:
-        ctx, s = self.ctx, self.s
-        spec = ctx.spec
-        if a.unknown and self._outage_limit():
-            return self._on_data_outage(a)
-        found = self._breach(a)
-        if found is not None:
-            return found
-        if a.unknown:
-            return self._unavailable(a)
-        if a.plan_problems:
-            text = "; ".join(f"{e.path}: {e.message}" for e in a.plan_problems)
-            return _hold(Rule.INVALID_SPEC, "InvalidSpec", f"Holding: {text}.")
-        if a.srm is not None and a.srm.mismatch:
-            if self._deadline():
-                return self._inconclusive(a, trusted=False)
-            return _hold(
-                Rule.SAMPLE_RATIO_MISMATCH,
-                "SampleRatioMismatch",
-                f"Holding: {a.srm.summary}; the comparison cannot be trusted.",
-                a.srm.numbers,
-            )
-        live = ctx.live(s)
-        # g. worse: drop
-        losers: dict[str, str] = {}
-        numbers: dict[str, float | None] = {}
-        rule = Rule.PRIMARY_WORSE
-        for c in live:
-            o = a.primary_of(c)
-            if o is not None and o.verdict is VariantDecision.WORSE:
-                losers[c] = analysis.verdict_text(ctx, o, self._planned_n())
-                numbers.update(self._outcome_numbers(o))
-        if not losers:
-            for c in live:
-                worse = a.decisive_worse(c)
-                if worse:
-                    rule = Rule.DECISIVE_METRIC_WORSE
-                    losers[c] = "; ".join(
-                        f"decisive {o.metric.name}: " + analysis.verdict_text(ctx, o, self._planned_n())
-                        for o in worse
-                    )
-                    for o in worse:
-                        numbers.update(self._outcome_numbers(o))
-        if losers:
-            live_after = [c for c in live if c not in losers]
-            message = (
-                f"Significantly worse: {'; '.join(f'{c} ({t})' for c, t in losers.items())}; dropped"
-                + (
-                    f", {joined(live_after)} go{'es' if len(live_after) == 1 else ''} on."
-                    if live_after
-                    else f", all traffic back to the champion {ctx.champion}."
-                )
-            )
-            return transitions.drop(ctx, s, a.readings, losers, rule, rule.value, message, numbers)
-        # h. promotion
-        step = s.current_step or 0
-        elapsed = ctx.now - (s.step_started_at or ctx.now)
-        waited = elapsed >= ctx.min_step_duration
-        ptype = spec.metrics.primary.metric_type
-        step_n = min(
-            counts.step_samples(s, spec.metrics.primary.name, v, ptype, step) for v in (ctx.champion, *live)
-        )
-        step_n_ok = step_n >= spec.rollout.min_samples_per_step
-        winners: list[tuple[float, str, primary.MetricOutcome]] = []
-        blocked: list[str] = []
-        for c in live:
-            o = a.primary_of(c)
-            good = (
-                (VariantDecision.BETTER, VariantDecision.NON_INFERIOR)
-                if spec.analysis.goal is Goal.NON_INFERIORITY
-                else (VariantDecision.BETTER,)
-            )
-            if o is not None and o.verdict in good:
-                if a.warnings(c):
-                    blocked.append(c)
-                else:
-                    winners.append((o.sign * (o.difference or 0.0), c, o))
-        at_last = step >= ctx.last_step
-        deadline = self._deadline()
-        if winners and ((at_last and waited and step_n_ok) or deadline):
-            _, winner, o = max(winners)
-            others = [c for c in live if c != winner]
-            verb = "non-inferior" if o.verdict is VariantDecision.NON_INFERIOR else "significantly better"
-            message = (
-                f"Promoted {winner}: {verb} ({analysis.verdict_text(ctx, o, self._planned_n())})"
-                + (f" after {span(elapsed)} at step {step}" if not deadline or at_last else " at maxDuration")
-                + (f"; {joined(others)} dropped." if others else ".")
-            )
-            return transitions.promote(
-                ctx,
-                s,
-                winner,
-                Rule.PRIMARY_BETTER,
-                "NonInferior" if o.verdict is VariantDecision.NON_INFERIOR else "PrimaryBetter",
-                message,
-                self._outcome_numbers(o),
-            )
-        # i. maxDuration, or fixed and done
-        if deadline:
-            return self._inconclusive(a, trusted=True)
-        if spec.analysis.method is Method.FIXED:
-            outs = [a.primary_of(c) for c in live]
-            if outs and all(o is not None and o.verdict is VariantDecision.INCONCLUSIVE for o in outs):
-                return self._inconclusive(
-                    a, trusted=True, why="the fixed-horizon test at the planned n is not significant"
-                )
-        # j. step clock
-        plan = self._planned_n()
-        run_n = min(counts.run_samples(s, spec.metrics.primary.name, v, ptype) for v in (ctx.champion, *live))
-        target = steps.step_target(plan, step, len(ctx.steps)) if plan is not None else None
-        numbers = {
-            "step": step,
-            "elapsedSeconds": elapsed.total_seconds(),
-            "minStepSeconds": ctx.min_step_duration.total_seconds(),
-            "samples": run_n,
-            "targetSamples": target,
-            "plannedN": plan,
-            "stepSamples": step_n,
-            "minSamplesPerStep": spec.rollout.min_samples_per_step,
-        }
-        if at_last:
-            if winners:
-                wait = "minStepDuration" if not waited else "minSamplesPerStep"
-                return _hold(
-                    Rule.HOLD,
-                    f"WinnerWaitingFor{wait[0].upper()}{wait[1:]}",
-                    f"{max(winners)[1]} has its verdict; promotion waits for {wait} at the last "
-                    f"step ({span(elapsed)} of {spec.rollout.min_step_duration}"
-                    + (
-                        f", {fmt(step_n, 6)} of {spec.rollout.min_samples_per_step} samples)."
-                        if spec.rollout.min_samples_per_step
-                        else ")."
-                    ),
-                    numbers,
-                )
-            if blocked:
-                return _hold(
-                    Rule.HOLD,
-                    "GuardrailWarning",
-                    f"{joined(blocked)} would be promoted, but a guardrail estimate is beyond its margin: "
-                    + "; ".join(w.summary for w in a.warnings())
-                    + ".",
-                    numbers,
-                )
-            return _hold(
-                Rule.HOLD,
-                "WaitingForVerdict",
-                f"At the last step ({ctx.steps[step]} %), waiting for a verdict: "
-                + "; ".join(analysis.verdict_text(ctx, a.primary_of(c), plan) for c in live)
-                + ".",
-                numbers,
-            )
-        if not waited:
-            return _hold(
-                Rule.HOLD,
-                "WaitingForMinStepDuration",
-                f"Step {step} has run {span(elapsed)} of {spec.rollout.min_step_duration}.",
-                numbers,
-            )
-        if not step_n_ok:
-            return _hold(
-                Rule.HOLD,
-                "WaitingForMinSamplesPerStep",
-                f"Step {step} has {fmt(step_n, 6)} of {spec.rollout.min_samples_per_step} samples "
-                "per variant.",
-                numbers,
-            )
-        if a.warnings():
-            return _hold(
-                Rule.HOLD,
-                "GuardrailWarning",
-                "Guardrail estimate beyond its margin, not stepping up: "
-                + "; ".join(w.summary for w in a.warnings())
-                + ".",
-                numbers,
-            )
-        if not winners:
-            if target is None:
-                return _hold(
-                    Rule.HOLD,
-                    "WaitingForPlan",
-                    "Waiting for the champion's value to plan the sample size "
-                    f"({round(run_n):,} samples so far).",
-                    numbers,
-                )
-            if run_n < target:
-                return _hold(
-                    Rule.HOLD,
-                    "WaitingForSamples",
-                    f"Step {step} waits for its share of the planned n: {fmt(run_n, 6)} of {target} samples "
-                    "per variant.",
-                    numbers,
-                )
-        nxt = ctx.steps[step + 1]
-        why = (
-            "a challenger is already significantly better"
-            if winners
-            else f"{fmt(run_n, 6)} of {target} samples"
-        )
-        return transitions.advance(
-            ctx,
-            s,
-            a.readings,
-            f"Step {step} -> {step + 1}: {nxt} % of the traffic to {joined(live)} after {span(elapsed)} "
-            f"({why}).",
-            numbers,
-        )
-
-    # --- helpers --------------------------------------------------------------------------------------
-    def _planned_n(self) -> int | None:
+    def planned_n(self) -> int | None:
         plan = self.s.plans.get(self.ctx.spec.metrics.primary.name)
         return plan.n if plan is not None else None
 
-    def _outcome_numbers(self, o: primary.MetricOutcome) -> dict[str, float | None]:
+    def verdict(self, o: primary.MetricOutcome | None) -> str:
+        return analysis.verdict_text(self.ctx, o, self.planned_n())
+
+    def outcome_numbers(self, o: primary.MetricOutcome) -> Numbers:
         gain_ci = o.gain_ci()
         prefix = f"{o.challenger}.{o.metric.name}"
         return {
@@ -643,8 +217,524 @@ class _Pass:
             f"{prefix}.probability": o.probability,
             f"{prefix}.n": o.n_challenger,
             f"{prefix}.championN": o.n_champion,
-            "plannedN": self._planned_n(),
+            "plannedN": self.planned_n(),
         }
+
+
+def _first(rules: Sequence[Callable[..., Outcome | None]], *args: object) -> Outcome | None:
+    """The outcome of the first rule that fires, in the table's order."""
+    for rule in rules:
+        found = rule(*args)
+        if found is not None:
+            return found
+    return None
+
+
+# --- 0-6: before the analysis ---------------------------------------------------------------------
+def _abort(p: _Pass) -> Outcome | None:
+    return controls.abort(p.ctx, p.s)
+
+
+def _invalid_spec(p: _Pass) -> Outcome | None:
+    errors = [*p.ctx.obs.spec_errors, *checks.spec_errors(p.ctx.spec)]
+    if not errors:
+        return None
+    text = messages.spec_errors(errors)
+    p.flags.invalid_spec = text
+    return _hold(Rule.INVALID_SPEC, "InvalidSpec", messages.invalid_spec(text), {"errors": len(errors)})
+
+
+def _variants_changed(p: _Pass) -> Outcome | None:
+    why = checks.variants_changed(p.ctx.spec, p.s)
+    if why is None:
+        return None
+    return transitions.fail(p.ctx, p.s, "VariantsChanged", messages.variants_changed(why, p.ctx.champion))
+
+
+def _promote_annotation(p: _Pass) -> Outcome | None:
+    return controls.promote(p.ctx, p.s)
+
+
+def _retry_annotation(p: _Pass) -> Outcome | None:
+    return controls.retry(p.ctx, p.s)
+
+
+def _finished(p: _Pass) -> Outcome | None:
+    s = p.s
+    if not s.phase.terminal:
+        return None
+    reason, message = conditions.finish(s)
+    return _hold(Rule.FINISHED, reason or s.phase.value, message or f"The experiment is {s.phase.value}.")
+
+
+def _spec_pause(p: _Pass) -> Outcome | None:
+    return controls.spec_pause(p.ctx, p.s)
+
+
+def _pending(p: _Pass) -> Outcome | None:
+    return transitions.start(p.ctx, p.s) if p.s.phase is Phase.PENDING else None
+
+
+_ENTRY_RULES: tuple[Callable[[_Pass], Outcome | None], ...] = (
+    _abort,
+    _invalid_spec,
+    _variants_changed,
+    _promote_annotation,
+    _retry_annotation,
+    _finished,
+    _spec_pause,
+    _pending,
+)
+
+
+def _paused(p: _Pass, a: Assessment) -> Outcome:
+    ctx, s = p.ctx, p.s
+    record = s.pause
+    reason = record.reason if record is not None else PauseReason.SPEC
+    if not ctx.spec.paused and reason is PauseReason.DATA_OUTAGE and a.started and not a.unknown:
+        return transitions.resume(ctx, s, "The metrics are usable again: resumed after the outage pause.")
+    raised = reason is PauseReason.INCONCLUSIVE and record is not None and not record.fixed_look
+    if not ctx.spec.paused and raised and not p.deadline():
+        return transitions.resume(ctx, s, "maxDuration was raised: resumed after the inconclusive pause.")
+    since = record.since.isoformat() if record is not None else "unknown"
+    return _hold(Rule.PAUSED, reason.value, messages.paused(reason.value, since))
+
+
+# --- 7a-7f: the gates of Shadowing and Progressing ------------------------------------------------
+def _outage_limit(p: _Pass, a: Assessment) -> Outcome | None:
+    """a. A needed metric unknown for too long applies onDataOutage."""
+    if not (a.unknown and p.outage_limit()):
+        return None
+    ctx, s = p.ctx, p.s
+    text = messages.outage(s.consecutive_errors, ctx.now - (s.data_outage_since or ctx.now), a.unknown_text())
+    if ctx.spec.analysis.on_data_outage is OnDataOutage.PAUSE:
+        return transitions.pause(
+            ctx,
+            s,
+            PauseReason.DATA_OUTAGE,
+            Rule.DATA_OUTAGE_PAUSE,
+            messages.outage_paused(text),
+            p.outage_numbers(),
+        )
+    return transitions.rollback(
+        ctx,
+        s,
+        Rule.DATA_OUTAGE_ROLLBACK,
+        "DataOutageRollback",
+        messages.outage_rolled_back(text, ctx.champion),
+        p.outage_numbers(),
+    )
+
+
+def _breach(p: _Pass, a: Assessment) -> Outcome | None:
+    """b. A breached guardrail drops its challenger in this tick."""
+    breaches = a.breaches()
+    if not breaches:
+        return None
+    losers = {c: "; ".join(ch.summary for ch in found) for c, found in breaches.items()}
+    numbers: Numbers = {
+        f"{c}.{ch.name}.{key}": value
+        for c, found in breaches.items()
+        for ch in found
+        for key, value in ch.numbers.items()
+    }
+    live_after = [c for c in p.ctx.live(p.s) if c not in losers]
+    message = messages.guardrail_breached(losers.values(), losers, live_after, p.ctx.champion)
+    return transitions.drop(
+        p.ctx, p.s, a.readings, losers, Rule.GUARDRAIL_BREACH, "GuardrailBreach", message, numbers
+    )
+
+
+def _shadow_failed(p: _Pass, a: Assessment) -> Outcome | None:
+    """c. A challenger whose divergence is surely above the bound is dropped."""
+    failed = {d.challenger: d for d in a.divergence if d.failed}
+    if not failed:
+        return None
+    numbers: Numbers = {}
+    for d in failed.values():
+        numbers.update(d.numbers)
+    live_after = [c for c in p.ctx.live(p.s) if c not in failed]
+    message = messages.shadow_failed((d.summary for d in failed.values()), failed, live_after)
+    losers = {c: d.summary for c, d in failed.items()}
+    return transitions.drop(
+        p.ctx, p.s, a.readings, losers, Rule.SHADOW_FAILED, "ShadowFailed", message, numbers
+    )
+
+
+def _unavailable(p: _Pass, a: Assessment) -> Outcome | None:
+    """d. A needed metric unknown holds; a hold does not outlive maxDuration."""
+    if not a.unknown:
+        return None
+    if p.deadline():
+        return _inconclusive(p, a, trusted=False)
+    return _hold(
+        Rule.METRICS_UNAVAILABLE,
+        "MetricsUnavailable",
+        messages.holding_unknown(a.unknown_text()),
+        p.outage_numbers(),
+    )
+
+
+def _shadow_deadline(p: _Pass, a: Assessment) -> Outcome | None:
+    if not p.deadline():
+        return None
+    return _inconclusive(p, a, trusted=False, why="the shadow phase did not pass before maxDuration")
+
+
+def _plan_impossible(p: _Pass, a: Assessment) -> Outcome | None:
+    """e. An MDE that cannot be planned at the champion's value holds as InvalidSpec."""
+    if not a.plan_problems:
+        return None
+    return _hold(
+        Rule.INVALID_SPEC, "InvalidSpec", messages.holding_plan(messages.spec_errors(a.plan_problems))
+    )
+
+
+def _sample_ratio_mismatch(p: _Pass, a: Assessment) -> Outcome | None:
+    """f. A sample ratio mismatch holds: the comparison cannot be trusted."""
+    if a.srm is None or not a.srm.mismatch:
+        return None
+    if p.deadline():
+        return _inconclusive(p, a, trusted=False)
+    return _hold(
+        Rule.SAMPLE_RATIO_MISMATCH, "SampleRatioMismatch", messages.holding_srm(a.srm.summary), a.srm.numbers
+    )
+
+
+_Gate = Callable[[_Pass, Assessment], Outcome | None]
+_SHADOW_GATES: tuple[_Gate, ...] = (_outage_limit, _breach, _shadow_failed, _unavailable, _shadow_deadline)
+_PROGRESS_GATES: tuple[_Gate, ...] = (
+    _outage_limit,
+    _breach,
+    _unavailable,
+    _plan_impossible,
+    _sample_ratio_mismatch,
+)
+
+
+# --- the shadow phase's clock ---------------------------------------------------------------------
+@dataclass(frozen=True)
+class ShadowView:
+    """What the shadow phase's last rules look at, computed once."""
+
+    live: tuple[str, ...]
+    elapsed: timedelta
+    numbers: Numbers
+    measured: dict[str, DivergenceCheck]
+
+    @classmethod
+    def of(cls, p: _Pass, a: Assessment) -> ShadowView:
+        ctx, s = p.ctx, p.s
+        elapsed = ctx.now - (s.shadow_started_at or s.started_at or ctx.now)
+        numbers: Numbers = {
+            "elapsedSeconds": elapsed.total_seconds(),
+            "durationSeconds": ctx.shadow_duration.total_seconds(),
+        }
+        for d in a.divergence:
+            numbers.update(d.numbers)
+        return cls(ctx.live(s), elapsed, numbers, {d.challenger: d for d in a.divergence})
+
+
+def _shadow_clock(p: _Pass, a: Assessment, v: ShadowView) -> Outcome:
+    """The shadow phase passes once it has lasted, every challenger was seen, the divergence is
+    surely within its bound and no guardrail warns."""
+    ctx = p.ctx
+    if v.elapsed < ctx.shadow_duration:
+        return _wait("Shadowing", messages.shadowing(v.elapsed, ctx.spec.shadow.duration), v.numbers)
+    unseen = [c for c in v.live if not _shadow_seen(p, a, v, c)]
+    if unseen:
+        return _wait("ShadowNoTraffic", messages.shadow_no_traffic(unseen), v.numbers)
+    undecided = [v.measured[c].summary for c in v.live if c in v.measured and not v.measured[c].within]
+    if undecided:
+        return _wait("ShadowUndecided", messages.shadow_undecided(undecided), v.numbers)
+    if a.warnings():
+        return _wait(
+            "GuardrailWarning", messages.guardrail_warning(w.summary for w in a.warnings()), v.numbers
+        )
+    summary = "; ".join(d.summary for d in a.divergence) or "guardrails within bounds"
+    return transitions.shadow_passed(
+        ctx, p.s, a.readings, messages.shadow_passed(v.elapsed, summary, ctx.steps[0], v.live), v.numbers
+    )
+
+
+def _shadow_seen(p: _Pass, a: Assessment, v: ShadowView, challenger: str) -> bool:
+    """Every guardrail saw the challenger's mirrored traffic, and the divergence compared some."""
+    guarded = all(g.seen for g in a.guardrails if g.challenger == challenger)
+    compared = challenger in v.measured and v.measured[challenger].compared > 0
+    return guarded and (p.ctx.spec.shadow.divergence is None or compared)
+
+
+# --- 7g-7k: the step --------------------------------------------------------------------------------
+Winner = tuple[float, str, primary.MetricOutcome]
+
+
+@dataclass(frozen=True)
+class StepView:
+    """What the rules of a Progressing step look at, computed once per pass."""
+
+    live: tuple[str, ...]
+    step: int
+    elapsed: timedelta
+    waited: bool  # the step has lasted minStepDuration
+    step_n: float  # the fewest samples of a live variant in this step
+    step_n_ok: bool  # ... and that is minSamplesPerStep
+    winners: tuple[Winner, ...]  # significantly better (or non-inferior), no guardrail warning
+    blocked: tuple[str, ...]  # would win, but a guardrail warns
+    at_last: bool  # at the last step below 100
+    deadline: bool  # maxDuration reached
+    plan: int | None  # the planned n per variant
+    run_n: float  # the fewest samples of a live variant since step 0
+    target: int | None  # the samples this step waits for (its share of the plan)
+
+    @classmethod
+    def of(cls, p: _Pass, a: Assessment) -> StepView:
+        ctx, s = p.ctx, p.s
+        live = ctx.live(s)
+        step = s.current_step or 0
+        elapsed = ctx.now - (s.step_started_at or ctx.now)
+        name, kind = ctx.spec.metrics.primary.name, ctx.spec.metrics.primary.metric_type
+        variants = (ctx.champion, *live)
+        step_n = min(counts.step_samples(s, name, v, kind, step) for v in variants)
+        winners, blocked = _winners(p, a, live)
+        plan = p.planned_n()
+        return cls(
+            live=live,
+            step=step,
+            elapsed=elapsed,
+            waited=elapsed >= ctx.min_step_duration,
+            step_n=step_n,
+            step_n_ok=step_n >= ctx.spec.rollout.min_samples_per_step,
+            winners=winners,
+            blocked=blocked,
+            at_last=step >= ctx.last_step,
+            deadline=p.deadline(),
+            plan=plan,
+            run_n=min(counts.run_samples(s, name, v, kind) for v in variants),
+            target=steps.step_target(plan, step, len(ctx.steps)) if plan is not None else None,
+        )
+
+    def numbers(self, p: _Pass) -> Numbers:
+        return {
+            "step": self.step,
+            "elapsedSeconds": self.elapsed.total_seconds(),
+            "minStepSeconds": p.ctx.min_step_duration.total_seconds(),
+            "samples": self.run_n,
+            "targetSamples": self.target,
+            "plannedN": self.plan,
+            "stepSamples": self.step_n,
+            "minSamplesPerStep": p.ctx.spec.rollout.min_samples_per_step,
+        }
+
+
+def _winners(p: _Pass, a: Assessment, live: Sequence[str]) -> tuple[tuple[Winner, ...], tuple[str, ...]]:
+    good: tuple[VariantDecision, ...] = (VariantDecision.BETTER,)
+    if p.ctx.spec.analysis.goal is Goal.NON_INFERIORITY:
+        good = (VariantDecision.BETTER, VariantDecision.NON_INFERIOR)
+    winners: list[Winner] = []
+    blocked: list[str] = []
+    for c in live:
+        o = a.primary_of(c)
+        if o is None or o.verdict not in good:
+            continue
+        if a.warnings(c):
+            blocked.append(c)
+        else:
+            winners.append((o.sign * (o.difference or 0.0), c, o))
+    return tuple(winners), tuple(blocked)
+
+
+def _worse(p: _Pass, a: Assessment, v: StepView) -> Outcome | None:
+    """g. Significantly worse on the primary metric (else on a decisive secondary): dropped."""
+    losers: dict[str, str] = {}
+    numbers: Numbers = {}
+    rule = Rule.PRIMARY_WORSE
+    for c in v.live:
+        o = a.primary_of(c)
+        if o is not None and o.verdict is VariantDecision.WORSE:
+            losers[c] = p.verdict(o)
+            numbers.update(p.outcome_numbers(o))
+    if not losers:
+        rule = Rule.DECISIVE_METRIC_WORSE
+        for c in v.live:
+            worse = a.decisive_worse(c)
+            if worse:
+                losers[c] = "; ".join(f"decisive {o.metric.name}: " + p.verdict(o) for o in worse)
+                for o in worse:
+                    numbers.update(p.outcome_numbers(o))
+    if not losers:
+        return None
+    live_after = [c for c in v.live if c not in losers]
+    message = messages.significantly_worse(losers, live_after, p.ctx.champion)
+    return transitions.drop(p.ctx, p.s, a.readings, losers, rule, rule.value, message, numbers)
+
+
+def _promotion(p: _Pass, a: Assessment, v: StepView) -> Outcome | None:
+    """h. The best winner is promoted at the last step once it has waited, or at maxDuration."""
+    if not v.winners or not ((v.at_last and v.waited and v.step_n_ok) or v.deadline):
+        return None
+    _, winner, o = max(v.winners)
+    non_inferior = o.verdict is VariantDecision.NON_INFERIOR
+    when = (
+        f" after {span(v.elapsed)} at step {v.step}" if not v.deadline or v.at_last else (" at maxDuration")
+    )
+    message = messages.promoted(
+        winner,
+        "non-inferior" if non_inferior else "significantly better",
+        p.verdict(o),
+        when,
+        [c for c in v.live if c != winner],
+    )
+    reason = "NonInferior" if non_inferior else "PrimaryBetter"
+    return transitions.promote(p.ctx, p.s, winner, Rule.PRIMARY_BETTER, reason, message, p.outcome_numbers(o))
+
+
+def _max_duration(p: _Pass, a: Assessment, v: StepView) -> Outcome | None:
+    """i. maxDuration without a verdict applies onInconclusive."""
+    return _inconclusive(p, a, trusted=True) if v.deadline else None
+
+
+def _fixed_done(p: _Pass, a: Assessment, v: StepView) -> Outcome | None:
+    """i. The one look of ``fixed``, inconclusive for every live challenger, applies onInconclusive."""
+    if p.ctx.spec.analysis.method is not Method.FIXED:
+        return None
+    outs = [a.primary_of(c) for c in v.live]
+    if not outs or not all(o is not None and o.verdict is VariantDecision.INCONCLUSIVE for o in outs):
+        return None
+    why = "the fixed-horizon test at the planned n is not significant"
+    return _inconclusive(p, a, trusted=True, why=why, fixed_look=True)
+
+
+def _last_step(p: _Pass, a: Assessment, v: StepView) -> Outcome | None:
+    """j. At the last step below 100 the experiment waits: for the winner's time, or a verdict."""
+    if not v.at_last:
+        return None
+    rollout = p.ctx.spec.rollout
+    if v.winners:
+        wait = "minStepDuration" if not v.waited else "minSamplesPerStep"
+        message = messages.winner_waiting(
+            max(v.winners)[1],
+            wait,
+            v.elapsed,
+            rollout.min_step_duration,
+            v.step_n,
+            rollout.min_samples_per_step,
+        )
+        return _wait(f"WinnerWaitingFor{wait[0].upper()}{wait[1:]}", message, v.numbers(p))
+    if v.blocked:
+        message = messages.promotion_blocked(v.blocked, (w.summary for w in a.warnings()))
+        return _wait("GuardrailWarning", message, v.numbers(p))
+    verdicts = (analysis.verdict_text(p.ctx, a.primary_of(c), v.plan) for c in v.live)
+    return _wait(
+        "WaitingForVerdict", messages.waiting_for_verdict(p.ctx.steps[v.step], verdicts), v.numbers(p)
+    )
+
+
+def _min_step_duration(p: _Pass, a: Assessment, v: StepView) -> Outcome | None:
+    if v.waited:
+        return None
+    message = messages.waiting_for_min_step(v.step, v.elapsed, p.ctx.spec.rollout.min_step_duration)
+    return _wait("WaitingForMinStepDuration", message, v.numbers(p))
+
+
+def _min_samples(p: _Pass, a: Assessment, v: StepView) -> Outcome | None:
+    if v.step_n_ok:
+        return None
+    message = messages.waiting_for_min_samples(v.step, v.step_n, p.ctx.spec.rollout.min_samples_per_step)
+    return _wait("WaitingForMinSamplesPerStep", message, v.numbers(p))
+
+
+def _guardrail_warning(p: _Pass, a: Assessment, v: StepView) -> Outcome | None:
+    if not a.warnings():
+        return None
+    message = messages.guardrail_warning((w.summary for w in a.warnings()), stepping=True)
+    return _wait("GuardrailWarning", message, v.numbers(p))
+
+
+def _planned_share(p: _Pass, a: Assessment, v: StepView) -> Outcome | None:
+    """The step waits for its share of the planned n, unless a challenger already wins."""
+    if v.winners:
+        return None
+    if v.target is None:
+        return _wait("WaitingForPlan", messages.waiting_for_plan(v.run_n), v.numbers(p))
+    if v.run_n < v.target:
+        return _wait(
+            "WaitingForSamples", messages.waiting_for_samples(v.step, v.run_n, v.target), v.numbers(p)
+        )
+    return None
+
+
+_STEP_RULES: tuple[Callable[[_Pass, Assessment, StepView], Outcome | None], ...] = (
+    _worse,
+    _promotion,
+    _max_duration,
+    _fixed_done,
+    _last_step,
+    _min_step_duration,
+    _min_samples,
+    _guardrail_warning,
+    _planned_share,
+)
+
+
+def _advance(p: _Pass, a: Assessment, v: StepView) -> Outcome:
+    """j. Below the last step, with every wait over: the next step."""
+    why = (
+        "a challenger is already significantly better"
+        if v.winners
+        else (f"{fmt(v.run_n, 6)} of {v.target} samples")
+    )
+    message = messages.advanced(v.step, p.ctx.steps[v.step + 1], v.live, v.elapsed, why)
+    return transitions.advance(p.ctx, p.s, a.readings, message, v.numbers(p))
+
+
+# --- i. onInconclusive -------------------------------------------------------------------------------
+def _inconclusive(
+    p: _Pass, a: Assessment, *, trusted: bool, why: str = "", fixed_look: bool = False
+) -> Outcome:
+    ctx, s = p.ctx, p.s
+    policy = ctx.spec.analysis.on_inconclusive
+    why = why or messages.no_verdict(ctx.spec.analysis.max_duration)
+    numbers: Numbers = {
+        "elapsedSeconds": (ctx.now - s.started_at).total_seconds() if s.started_at else None,
+        "maxDurationSeconds": ctx.max_duration.total_seconds(),
+    }
+    if policy is OnInconclusive.PAUSE:
+        message = messages.inconclusive_paused(why, fixed_look=fixed_look)
+        return transitions.pause(
+            ctx, s, PauseReason.INCONCLUSIVE, Rule.INCONCLUSIVE, message, numbers, fixed_look=fixed_look
+        )
+    if policy is OnInconclusive.PROMOTE_IF_NON_INFERIOR and trusted:
+        found = _promote_non_inferior(p, a, why, numbers)
+        if found is not None:
+            return found
+    note = ""
+    if policy is OnInconclusive.PROMOTE_IF_NON_INFERIOR:
+        note = (
+            "; no challenger is shown non-inferior"
+            if trusted
+            else "; a held comparison shows no non-inferiority"
+        )
+    message = messages.inconclusive_kept(why, note, ctx.champion, policy.value)
+    return transitions.rollback(ctx, s, Rule.INCONCLUSIVE, "Inconclusive", message, numbers)
+
+
+def _promote_non_inferior(p: _Pass, a: Assessment, why: str, numbers: Numbers) -> Outcome | None:
+    """onInconclusive promoteIfNonInferior: the best challenger shown non-inferior, if any."""
+    ctx = p.ctx
+    candidates = []
+    for c in ctx.live(p.s):
+        o = a.primary_of(c)
+        if o is not None and primary.non_inferior(ctx, o) and not a.warnings(c) and not a.decisive_worse(c):
+            candidates.append((o.sign * (o.difference or 0.0), c, o))
+    if not candidates:
+        return None
+    _, winner, o = max(candidates)
+    gain_ci = o.gain_ci()
+    low = gain_ci[0] if gain_ci is not None else None
+    margin = ctx.spec.analysis.non_inferiority_margin
+    numbers.update({"gainLowerBound": low, "margin": margin})
+    message = messages.promoted_non_inferior(why, winner, low, margin)
+    return transitions.promote(ctx, p.s, winner, Rule.INCONCLUSIVE, "PromotedNonInferior", message, numbers)
 
 
 def decide(

@@ -288,10 +288,12 @@ def pause(
     rule: Rule,
     message: str,
     numbers: Mapping[str, float | None],
+    *,
+    fixed_look: bool = False,
 ) -> Outcome:
     """Phase Paused, weights (and mirrors) frozen, remembering the phase to resume."""
     from_phase, from_step = status.phase, status.current_step
-    status.pause = PauseRecord(from_phase=from_phase, reason=why, since=ctx.now)
+    status.pause = PauseRecord(from_phase=from_phase, reason=why, since=ctx.now, fixed_look=fixed_look)
     status.phase = Phase.PAUSED
     return _outcome(
         ctx,

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, Protocol
 
@@ -400,92 +400,99 @@ def effect_on_scale(result: MetricResult, spec: ModelExperimentSpec | None) -> f
 def primary_view(data: ExperimentData, axis: TimeAxis) -> PrimaryView:
     """Every challenger's primary effect per analysis point, and the lines that decide."""
     spec = data.spec
-    factor, ylabel = effect_scale(spec)
     points, source = analysis_points(data)
-    bands = []
-    for challenger in data.challenger_names():
-        xs: list[float] = []
-        est: list[float] = []
-        low: list[float] = []
-        high: list[float] = []
-        decision = "Pending"
-        dropped = dropped_at(data, challenger)
-        for time, record in points:
-            if dropped is not None and time > dropped[0]:
-                break  # a dropped challenger's analysis is frozen, not measured
-            variant = record.variants.get(challenger)
-            result = variant.primary if variant is not None else None
-            if result is None:
-                continue
-            effect = effect_on_scale(result, spec)
-            if effect is None and result.ci is None:
-                continue
-            xs.append(axis(time))
-            est.append(factor * effect if effect is not None else math.nan)
-            low.append(factor * result.ci.low if result.ci is not None else math.nan)
-            high.append(factor * result.ci.high if result.ci is not None else math.nan)
-            decision = variant.decision.value if variant is not None else decision
-        bands.append(
-            PrimaryBand(
-                challenger,
-                tuple(xs),
-                tuple(est),
-                tuple(low),
-                tuple(high),
-                decision,
-                dropped_at=axis(dropped[0]) if dropped else None,
-                dropped_reason=dropped[1] if dropped else None,
+    bands = tuple(_primary_band(data, axis, points, challenger) for challenger in data.challenger_names())
+    metric = spec.metrics.primary.name if spec is not None else "primary metric"
+    ylabel = effect_scale(spec)[1]
+    if spec is None:
+        no_difference = (Reference(0.0, "no difference", "zero"),)
+        return PrimaryView(metric, ylabel, "interval", bands, no_difference, source)
+    references, band_label = _primary_references(spec)
+    return PrimaryView(metric, ylabel, band_label, bands, references, source)
+
+
+def _primary_band(
+    data: ExperimentData, axis: TimeAxis, points: Sequence[tuple[datetime, AnalysisRecord]], challenger: str
+) -> PrimaryBand:
+    """One challenger's effect and interval over time, frozen where it was dropped."""
+    spec = data.spec
+    factor = effect_scale(spec)[0]
+    xs: list[float] = []
+    est: list[float] = []
+    low: list[float] = []
+    high: list[float] = []
+    decision = "Pending"
+    dropped = dropped_at(data, challenger)
+    for time, record in points:
+        if dropped is not None and time > dropped[0]:
+            break  # a dropped challenger's analysis is frozen, not measured
+        variant = record.variants.get(challenger)
+        result = variant.primary if variant is not None else None
+        if result is None:
+            continue
+        effect = effect_on_scale(result, spec)
+        if effect is None and result.ci is None:
+            continue
+        xs.append(axis(time))
+        est.append(factor * effect if effect is not None else math.nan)
+        low.append(factor * result.ci.low if result.ci is not None else math.nan)
+        high.append(factor * result.ci.high if result.ci is not None else math.nan)
+        decision = variant.decision.value if variant is not None else decision
+    return PrimaryBand(
+        challenger,
+        tuple(xs),
+        tuple(est),
+        tuple(low),
+        tuple(high),
+        decision,
+        dropped_at=axis(dropped[0]) if dropped else None,
+        dropped_reason=dropped[1] if dropped else None,
+    )
+
+
+def _primary_references(spec: ModelExperimentSpec) -> tuple[tuple[Reference, ...], str]:
+    """The lines that decide (zero, the margin or the practical threshold, the MDE) and the band's name."""
+    factor = effect_scale(spec)[0]
+    primary = spec.metrics.primary
+    sign = 1.0 if primary.direction is Direction.INCREASE else -1.0
+    analysis = spec.analysis
+    unit = "%" if factor == 100.0 and primary.mde_type is MdeType.RELATIVE else ""
+    unit = unit or (" pp" if factor == 100.0 else "")
+    better, worse = ("above", "below") if sign > 0 else ("below", "above")
+    if analysis.goal is Goal.NON_INFERIORITY:
+        zero = "0: no difference"
+    elif analysis.practical_threshold:
+        zero = f"0: rolled back when the interval is wholly {worse}"
+    else:
+        zero = f"0: promoted when the interval is wholly {better}, rolled back when {worse}"
+    references = [Reference(0.0, zero, "zero")]
+    if analysis.goal is Goal.NON_INFERIORITY and analysis.non_inferiority_margin is not None:
+        value = -sign * factor * analysis.non_inferiority_margin
+        references.append(
+            Reference(
+                value,
+                f"non-inferiority margin ({value:+.3g}{unit}): promoted when the interval is wholly "
+                f"{better}, rolled back when wholly {worse}",
+                "margin",
             )
         )
-    references: list[Reference] = []
-    band_label = "interval"
-    metric = "primary metric"
-    if spec is not None:
-        metric = spec.metrics.primary.name
-        sign = 1.0 if spec.metrics.primary.direction is Direction.INCREASE else -1.0
-        analysis = spec.analysis
-        unit = "%" if factor == 100.0 and spec.metrics.primary.mde_type is MdeType.RELATIVE else ""
-        unit = unit or (" pp" if factor == 100.0 else "")
-        better, worse = ("above", "below") if sign > 0 else ("below", "above")
-        if analysis.goal is Goal.NON_INFERIORITY:
-            zero = "0: no difference"
-        elif analysis.practical_threshold:
-            zero = f"0: rolled back when the interval is wholly {worse}"
-        else:
-            zero = f"0: promoted when the interval is wholly {better}, rolled back when {worse}"
-        references.append(Reference(0.0, zero, "zero"))
-        if analysis.goal is Goal.NON_INFERIORITY and analysis.non_inferiority_margin is not None:
-            value = -sign * factor * analysis.non_inferiority_margin
-            references.append(
-                Reference(
-                    value,
-                    f"non-inferiority margin ({value:+.3g}{unit}): promoted when the interval is wholly "
-                    f"{better}, rolled back when wholly {worse}",
-                    "margin",
-                )
+    elif analysis.practical_threshold:
+        value = sign * factor * analysis.practical_threshold
+        references.append(
+            Reference(
+                value,
+                f"practical threshold ({value:+.3g}{unit}): promoted when the interval is wholly {better}",
+                "practical",
             )
-        elif analysis.practical_threshold:
-            value = sign * factor * analysis.practical_threshold
-            references.append(
-                Reference(
-                    value,
-                    f"practical threshold ({value:+.3g}{unit}): promoted when the interval is "
-                    f"wholly {better}",
-                    "practical",
-                )
-            )
-        value = sign * factor * spec.metrics.primary.minimum_detectable_effect
-        references.append(Reference(value, f"MDE the plan is powered for ({value:+.3g}{unit})", "mde"))
-        level = interval_level(spec)
-        kind = {
-            Method.SEQUENTIAL: "confidence sequence",
-            Method.FIXED: "confidence interval",
-            Method.BAYESIAN: "credible interval",
-        }[analysis.method]
-        band_label = f"{100 * level:.4g} % {kind}"
-    else:
-        references.append(Reference(0.0, "no difference", "zero"))
-    return PrimaryView(metric, ylabel, band_label, tuple(bands), tuple(references), source)
+        )
+    value = sign * factor * primary.minimum_detectable_effect
+    references.append(Reference(value, f"MDE the plan is powered for ({value:+.3g}{unit})", "mde"))
+    kind = {
+        Method.SEQUENTIAL: "confidence sequence",
+        Method.FIXED: "confidence interval",
+        Method.BAYESIAN: "credible interval",
+    }[analysis.method]
+    return tuple(references), f"{100 * interval_level(spec):.4g} % {kind}"
 
 
 # --- guardrails ----------------------------------------------------------------------------------
@@ -523,56 +530,68 @@ def _guardrail_names(data: ExperimentData, points: Iterable[tuple[datetime, Anal
 def guardrail_panels(data: ExperimentData, axis: TimeAxis) -> tuple[GuardrailPanel, ...]:
     """One panel per guardrail (spec order), from the same analysis points as the primary plot."""
     points, _ = analysis_points(data)
-    panels = []
-    for name in _guardrail_names(data, points):
-        g = _guardrail_spec(data.spec, name)
-        threshold = g is not None and g.threshold is not None
-        higher_is_worse = True if g is None else g.higher_is_worse
-        percent = g is None or g.metric_type is MetricType.PROPORTION
-        factor = 100.0 if percent else 1.0
-        ylabel = f"{name} (%)" if percent else name
-        champion: dict[float, float] = {}
-        boundary: dict[float, float] = {}
-        lines: dict[str, tuple[list[float], list[float]]] = {}
-        breaches: list[tuple[str, float, float]] = []
-        for time, record in points:
-            x = axis(time)
-            for challenger in data.challenger_names():
-                dropped = dropped_at(data, challenger)
-                if dropped is not None and time > dropped[0]:
-                    continue
-                variant = record.variants.get(challenger)
-                result: GuardrailResult | None = variant.guardrails.get(name) if variant else None
-                if result is None:
-                    continue
-                if result.estimate is not None:
-                    xs, ys = lines.setdefault(challenger, ([], []))
-                    xs.append(x)
-                    ys.append(factor * result.estimate)
-                    if result.breached and not any(b[0] == challenger for b in breaches):
-                        breaches.append((challenger, x, factor * result.estimate))
-                if result.champion_estimate is not None:
-                    champion[x] = factor * result.champion_estimate
-                if result.limit is not None:
-                    if threshold:
-                        boundary[x] = factor * result.limit
-                    elif result.champion_estimate is not None:
-                        edge = result.limit if higher_is_worse else -result.limit
-                        boundary[x] = factor * (result.champion_estimate + edge)
-        if threshold and g is not None and g.threshold is not None and not boundary:
-            boundary = {0.0: factor * g.threshold, axis.span: factor * g.threshold}
-        panels.append(
-            GuardrailPanel(
-                name=name,
-                ylabel=ylabel,
-                champion=_series(data.champion or "champion", champion),
-                boundary=_series(_boundary_label(g, percent), boundary),
-                challengers=tuple(Series(c, tuple(xs), tuple(ys)) for c, (xs, ys) in lines.items()),
-                breaches=tuple(breaches),
-                kind="threshold" if threshold else "margin",
-            )
-        )
-    return tuple(panels)
+    return tuple(_guardrail_panel(data, axis, points, name) for name in _guardrail_names(data, points))
+
+
+@dataclass
+class _PanelPoints:
+    """The points of one guardrail's panel, gathered over the analysis points."""
+
+    factor: float
+    threshold: bool
+    higher_is_worse: bool
+    champion: dict[float, float] = field(default_factory=dict)
+    boundary: dict[float, float] = field(default_factory=dict)
+    lines: dict[str, tuple[list[float], list[float]]] = field(default_factory=dict)
+    breaches: list[tuple[str, float, float]] = field(default_factory=list)
+
+    def add(self, challenger: str, x: float, result: GuardrailResult) -> None:
+        factor = self.factor
+        if result.estimate is not None:
+            xs, ys = self.lines.setdefault(challenger, ([], []))
+            xs.append(x)
+            ys.append(factor * result.estimate)
+            if result.breached and not any(b[0] == challenger for b in self.breaches):
+                self.breaches.append((challenger, x, factor * result.estimate))
+        if result.champion_estimate is not None:
+            self.champion[x] = factor * result.champion_estimate
+        if result.limit is None:
+            return
+        if self.threshold:
+            self.boundary[x] = factor * result.limit
+        elif result.champion_estimate is not None:
+            edge = result.limit if self.higher_is_worse else -result.limit
+            self.boundary[x] = factor * (result.champion_estimate + edge)
+
+
+def _guardrail_panel(
+    data: ExperimentData, axis: TimeAxis, points: Sequence[tuple[datetime, AnalysisRecord]], name: str
+) -> GuardrailPanel:
+    g = _guardrail_spec(data.spec, name)
+    threshold = g is not None and g.threshold is not None
+    percent = g is None or g.metric_type is MetricType.PROPORTION
+    found = _PanelPoints(100.0 if percent else 1.0, threshold, True if g is None else g.higher_is_worse)
+    for time, record in points:
+        for challenger in data.challenger_names():
+            dropped = dropped_at(data, challenger)
+            if dropped is not None and time > dropped[0]:
+                continue
+            variant = record.variants.get(challenger)
+            result: GuardrailResult | None = variant.guardrails.get(name) if variant else None
+            if result is not None:
+                found.add(challenger, axis(time), result)
+    boundary = found.boundary
+    if threshold and g is not None and g.threshold is not None and not boundary:
+        boundary = {0.0: found.factor * g.threshold, axis.span: found.factor * g.threshold}
+    return GuardrailPanel(
+        name=name,
+        ylabel=f"{name} (%)" if percent else name,
+        champion=_series(data.champion or "champion", found.champion),
+        boundary=_series(_boundary_label(g, percent), boundary),
+        challengers=tuple(Series(c, tuple(xs), tuple(ys)) for c, (xs, ys) in found.lines.items()),
+        breaches=tuple(found.breaches),
+        kind="threshold" if threshold else "margin",
+    )
 
 
 def _series(label: str, points: Mapping[float, float]) -> Series | None:

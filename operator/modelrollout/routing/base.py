@@ -132,6 +132,16 @@ class TrafficTarget:
             raise _fail(f"namespace must be a non-empty string, not {self.namespace!r}")
         if not isinstance(self.name, str) or not self.name:
             raise _fail(f"object name must be a non-empty string, not {self.name!r}")
+        self._check_variants()
+        self._check_routes()
+        if self.bucket_header is not None:
+            self._check_bucket_header()
+        if self.replicas is not None and (
+            isinstance(self.replicas, bool) or not isinstance(self.replicas, int) or self.replicas < 1
+        ):
+            raise _fail(f"replicas must be a positive integer or None, not {self.replicas!r}")
+
+    def _check_variants(self) -> None:
         if len(self.variants) < 2:
             raise _fail(f"need the champion and at least one challenger, not {len(self.variants)} variant(s)")
         names = [v.name for v in self.variants]
@@ -140,6 +150,8 @@ class TrafficTarget:
             raise _fail(f"variant names must be unique; repeated: {', '.join(duplicates)}")
         if self.champion not in names:
             raise _fail(f"champion {self.champion!r} is not one of the variants {names}")
+
+    def _check_routes(self) -> None:
         for route in self.routes:
             if not isinstance(route, str) or not route:
                 raise _fail(f"route names must be non-empty strings, not {route!r}")
@@ -147,17 +159,19 @@ class TrafficTarget:
                 raise _fail(f"route {route!r}: the prefix {STICKY_PREFIX!r} is reserved for generated routes")
         if len(set(self.routes)) != len(self.routes):
             raise _fail(f"route names must be unique, not {list(self.routes)}")
-        if self.bucket_header is not None:
-            if not isinstance(self.bucket_header, str) or not _HEADER.match(self.bucket_header):
-                raise _fail(f"bucket header must be a lowercase header name ([a-z0-9-]), "
-                            f"not {self.bucket_header!r}")
-            labels = [label(n) for n in names]
-            if len(set(labels)) != len(labels):
-                raise _fail(f"variant names {names} collide once written as DNS labels {labels}; "
-                            "rename them for a sticky split")
-        if self.replicas is not None and (isinstance(self.replicas, bool)
-                                          or not isinstance(self.replicas, int) or self.replicas < 1):
-            raise _fail(f"replicas must be a positive integer or None, not {self.replicas!r}")
+
+    def _check_bucket_header(self) -> None:
+        if not isinstance(self.bucket_header, str) or not _HEADER.match(self.bucket_header):
+            raise _fail(
+                f"bucket header must be a lowercase header name ([a-z0-9-]), not {self.bucket_header!r}"
+            )
+        names = [v.name for v in self.variants]
+        labels = [label(n) for n in names]
+        if len(set(labels)) != len(labels):
+            raise _fail(
+                f"variant names {names} collide once written as DNS labels {labels}; "
+                "rename them for a sticky split"
+            )
 
     @property
     def names(self) -> tuple[str, ...]:

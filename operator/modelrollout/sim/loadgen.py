@@ -239,12 +239,23 @@ async def run_load(config: LoadConfig, stop: asyncio.Event | None = None) -> Loa
             task.add_done_callback(tasks.discard)
             sent += 1
         elapsed = loop.time() - t0
-        if tasks:
-            _, pending = await asyncio.wait(set(tasks), timeout=config.drain_s)
-            for task in pending:
-                task.cancel()
-            if pending:
-                await asyncio.wait(pending, timeout=1.0)
+        await _drain(tasks, config.drain_s)
+    return _report(config, tally, sent, elapsed, stopped_by, late, time.process_time() - cpu_started)
+
+
+async def _drain(tasks: set[asyncio.Task[None]], drain_s: float) -> None:
+    """Wait up to ``drain_s`` for the requests in flight; cancel the rest."""
+    if not tasks:
+        return
+    _, pending = await asyncio.wait(set(tasks), timeout=drain_s)
+    for task in pending:
+        task.cancel()
+    if pending:
+        await asyncio.wait(pending, timeout=1.0)
+
+
+def _report(config: LoadConfig, tally: _Tally, sent: int, elapsed: float, stopped_by: str, late: int,
+            cpu_seconds: float) -> LoadReport:
     latencies = sorted(tally.latencies)
     several = sum(1 for variants in tally.user_variants.values() if len(variants) > 1)
     return LoadReport(
@@ -261,7 +272,7 @@ async def run_load(config: LoadConfig, stop: asyncio.Event | None = None) -> Loa
         connection_errors=tally.connection_errors,
         timeouts=tally.timeouts,
         late_starts=late,
-        cpu_seconds=round(time.process_time() - cpu_started, 3),
+        cpu_seconds=round(cpu_seconds, 3),
         latency_ms={"p50": percentile(latencies, 0.5), "p90": percentile(latencies, 0.9),
                     "p99": percentile(latencies, 0.99), "max": latencies[-1] if latencies else math.nan},
         users_seen=len(tally.user_variants),

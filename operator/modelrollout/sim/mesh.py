@@ -310,52 +310,23 @@ class RouteWatcher(threading.Thread):
 
     def run(self) -> None:
         import kubernetes.client
-        import kubernetes.watch
         from kubernetes.client.exceptions import ApiException
 
         kube: Any = kubernetes  # the client has no type hints
         custom = kube.client.CustomObjectsApi(self.api_client)
-        args = (self.group, self.version, self.config.namespace, self.plural)
-        selector = f"metadata.name={self.config.route}"
         backoff = 0.2
         resource_version = ""
         while not self.stopping.is_set():
             try:
-                if not resource_version:
-                    listing = custom.list_namespaced_custom_object(*args, field_selector=selector,
-                                                                   _request_timeout=10)
-                    resource_version = str(listing["metadata"]["resourceVersion"])
-                    items = listing.get("items") or []
-                    self._apply(items[0] if items else None, resource_version)
-                    self.synced.set()
-                stream = kube.watch.Watch()
-                events = stream.stream(custom.list_namespaced_custom_object, *args, field_selector=selector,
-                                       resource_version=resource_version, allow_watch_bookmarks=True,
-                                       timeout_seconds=self.config.watch_timeout_s,
-                                       _request_timeout=self.config.watch_timeout_s + 10)
-                for event in events:
-                    if self.stopping.is_set():
-                        stream.stop()
-                        break
-                    kind, obj = event["type"], event["object"]
-                    if kind == "ERROR":
-                        if isinstance(obj, Mapping) and obj.get("code") == 410:
-                            raise ApiException(status=410, reason="Gone")
-                        raise RuntimeError(f"watch error: {obj}")
-                    resource_version = str(obj["metadata"]["resourceVersion"])
-                    if kind in ("ADDED", "MODIFIED"):
-                        self._apply(obj, resource_version)
-                    elif kind == "DELETED":
-                        self._apply(None, resource_version)
+                resource_version = self._watch_once(custom, resource_version)
                 backoff = 0.2
             except ApiException as exc:
                 self.restarts += 1
+                resource_version = ""
                 if exc.status == 410:
                     self.log("mesh: watch expired (410 Gone); listing again")
-                    resource_version = ""
                     continue
                 self.log(f"mesh: apiserver answered {exc.status} {exc.reason}; retrying in {backoff:.1f} s")
-                resource_version = ""
                 self.stopping.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
             except Exception as exc:
@@ -365,6 +336,43 @@ class RouteWatcher(threading.Thread):
                 self.stopping.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
         self.api_client.close()
+
+    def _watch_once(self, custom: Any, resource_version: str) -> str:
+        """List the route when there is no resource version yet, then watch it until the watch ends;
+        the last resource version seen."""
+        import kubernetes.watch
+        from kubernetes.client.exceptions import ApiException
+
+        kube: Any = kubernetes
+        args = (self.group, self.version, self.config.namespace, self.plural)
+        selector = f"metadata.name={self.config.route}"
+        if not resource_version:
+            listing = custom.list_namespaced_custom_object(*args, field_selector=selector,
+                                                           _request_timeout=10)
+            resource_version = str(listing["metadata"]["resourceVersion"])
+            items = listing.get("items") or []
+            self._apply(items[0] if items else None, resource_version)
+            self.synced.set()
+        stream = kube.watch.Watch()
+        events = stream.stream(custom.list_namespaced_custom_object, *args, field_selector=selector,
+                               resource_version=resource_version, allow_watch_bookmarks=True,
+                               timeout_seconds=self.config.watch_timeout_s,
+                               _request_timeout=self.config.watch_timeout_s + 10)
+        for event in events:
+            if self.stopping.is_set():
+                stream.stop()
+                break
+            kind, obj = event["type"], event["object"]
+            if kind == "ERROR":
+                if isinstance(obj, Mapping) and obj.get("code") == 410:
+                    raise ApiException(status=410, reason="Gone")
+                raise RuntimeError(f"watch error: {obj}")
+            resource_version = str(obj["metadata"]["resourceVersion"])
+            if kind in ("ADDED", "MODIFIED"):
+                self._apply(obj, resource_version)
+            elif kind == "DELETED":
+                self._apply(None, resource_version)
+        return resource_version
 
 
 # ---- the proxy --------------------------------------------------------------------------------
