@@ -22,9 +22,9 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
+from modelrollout.api.observations import Observations
 from modelrollout.api.spec import ModelExperimentSpec
 from modelrollout.api.status import MetricCounters, ModelExperimentStatus, Phase
-from modelrollout.observations import Observations
 from modelrollout.policy import decide
 from modelrollout.stats import proportions
 

@@ -222,24 +222,27 @@ def _register_simulate(sub: Any) -> None:
 def _cmd_run(args: argparse.Namespace) -> int:
     import kopf
 
-    import modelrollout.handlers  # noqa: F401  (registers the handlers with kopf)
+    from modelrollout.controller.config import OperatorConfig
+    from modelrollout.controller.handlers import register
+    from modelrollout.controller.runtime import MEMO_CONFIG
 
     namespaces = args.namespace or []
     if not namespaces and not args.all_namespaces:
         raise InvalidInputError("give --namespace NS (repeatable) or --all-namespaces")
-    if args.no_cluster_scan:
-        if args.all_namespaces:
-            raise InvalidInputError("--no-cluster-scan needs the namespaces named: use --namespace NS")
-        from modelrollout import reconcile
-
-        reconcile.CLUSTER_SCAN = False
+    if args.no_cluster_scan and args.all_namespaces:
+        raise InvalidInputError("--no-cluster-scan needs the namespaces named: use --namespace NS")
+    config = OperatorConfig.from_environment(cluster_scan=not args.no_cluster_scan)
+    registry = kopf.OperatorRegistry()
+    register(registry, config)
     log_format = kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.FULL
     kopf.configure(verbose=args.verbose, log_format=log_format, log_refkey="experiment")
     kopf.run(
+        registry=registry,
         clusterwide=args.all_namespaces,
         namespaces=namespaces,
         standalone=True,
         liveness_endpoint=args.liveness,
+        memo=kopf.Memo({MEMO_CONFIG: config}),
     )
     return 0
 

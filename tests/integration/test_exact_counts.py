@@ -20,10 +20,10 @@ from typing import Any
 import pytest
 
 from modelrollout.api import ModelExperimentSpec
+from modelrollout.api.observations import CounterReading
 from modelrollout.api.status import ModelExperimentStatus, Stratum
 from modelrollout.localenv.prometheus import Prometheus
 from modelrollout.metrics import AnchorMemo, PrometheusProvider, build_counter_set
-from modelrollout.observations import CounterReading
 from modelrollout.policy import counts
 from modelrollout.sim.model_server import ModelConfig
 from modelrollout.sim.stack import RunningModel, SimStack, ab_model_specs

@@ -35,6 +35,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from modelrollout.api import ModelExperimentSpec
+from modelrollout.api.observations import CounterReading, MetricReading, SpecError, Unknown
 from modelrollout.api.spec import Prometheus as PrometheusSpec
 from modelrollout.api.status import MetricCounters
 from modelrollout.localenv.certs import make_certificates
@@ -49,7 +50,6 @@ from modelrollout.metrics import (
     build_counter_set,
     read_credentials,
 )
-from modelrollout.observations import CounterReading, MetricReading, SpecError, Unknown
 
 pytestmark = pytest.mark.integration
 

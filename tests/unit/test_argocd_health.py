@@ -30,8 +30,8 @@ import pytest
 import yaml
 from test_policy_support import Experiment, World, challengers, finished, make_spec
 
+from modelrollout.api.observations import SpecError
 from modelrollout.api.status import ConditionType, Phase
-from modelrollout.observations import SpecError
 from modelrollout.policy import Rule
 
 pytestmark = pytest.mark.unit

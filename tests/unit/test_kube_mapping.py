@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from modelrollout.api.spec import ModelExperimentSpec
-from modelrollout.kube import target_error_to_spec_error, traffic_target, with_removed_keys
+from modelrollout.controller.kube import target_error_to_spec_error, traffic_target, with_removed_keys
 from modelrollout.routing import RouteNotFoundError, TargetError
 from modelrollout.routing.errors import ObjectNotFoundError
 

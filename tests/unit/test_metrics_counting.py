@@ -18,6 +18,14 @@ from typing import Any
 import pytest
 
 from modelrollout.api import ModelExperimentSpec
+from modelrollout.api.observations import (
+    DIVERGENCE,
+    CounterReading,
+    Increment,
+    MetricReading,
+    SpecError,
+    Unknown,
+)
 from modelrollout.api.presets import MetricType
 from modelrollout.api.selectors import parse_selector
 from modelrollout.metrics.counters import (
@@ -44,7 +52,6 @@ from modelrollout.metrics.counting import (
     target_of,
     typical_spacing,
 )
-from modelrollout.observations import DIVERGENCE, CounterReading, Increment, MetricReading, SpecError, Unknown
 
 pytestmark = pytest.mark.unit
 

@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from modelrollout.api.observations import SpecError, Unknown
 from modelrollout.api.spec import Prometheus
 from modelrollout.localenv.procs import free_port
 from modelrollout.metrics import Credentials, aread_credentials, read_credentials
-from modelrollout.observations import SpecError, Unknown
 
 pytestmark = pytest.mark.unit
 

@@ -26,6 +26,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from modelrollout.api import ModelExperimentSpec
+from modelrollout.api.observations import CounterReading, MetricReading, SpecError, Unknown
 from modelrollout.errors import InvalidInputError
 from modelrollout.localenv.procs import free_port
 from modelrollout.metrics import (
@@ -39,7 +40,6 @@ from modelrollout.metrics import (
 )
 from modelrollout.metrics.counting import seconds
 from modelrollout.metrics.credentials import Credentials
-from modelrollout.observations import CounterReading, MetricReading, SpecError, Unknown
 
 pytestmark = pytest.mark.unit
 

@@ -13,7 +13,7 @@ import yaml
 
 from modelrollout.api.spec import ModelExperimentSpec, Notification
 from modelrollout.api.status import HistoryEntry, ModelExperimentStatus, NotificationState, Phase
-from modelrollout.notifications import (
+from modelrollout.controller.notify import (
     MAX_ATTEMPTS,
     ExperimentRef,
     deliver,

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from test_policy_support import make_spec
 
+from modelrollout.api.observations import CounterReading, Increment, Unknown, VariantCounts
 from modelrollout.api.status import (
     ModelExperimentStatus,
     SettleReason,
@@ -15,7 +16,6 @@ from modelrollout.api.status import (
     Stratum,
     TargetSampling,
 )
-from modelrollout.observations import CounterReading, Increment, Unknown, VariantCounts
 from modelrollout.policy import counts
 
 pytestmark = pytest.mark.unit

@@ -26,9 +26,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_policy_support import Experiment, World, challengers, make_spec
 
+from modelrollout.api.observations import SpecError, Unknown
 from modelrollout.api.spec import ModelExperimentSpec
 from modelrollout.api.status import Phase, VariantDecision
-from modelrollout.observations import SpecError, Unknown
 from modelrollout.policy import Decision, Rule
 
 pytestmark = pytest.mark.unit

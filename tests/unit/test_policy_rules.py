@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 import pytest
 from test_policy_support import Experiment, World, challengers, finished, make_spec, spec_with_primary
 
+from modelrollout.api.observations import CounterReading, SpecError
 from modelrollout.api.status import (
     ConditionStatus,
     ConditionType,
@@ -23,7 +24,6 @@ from modelrollout.api.status import (
     SettleReason,
     VariantDecision,
 )
-from modelrollout.observations import CounterReading, SpecError
 from modelrollout.policy import EventType, Rule, counts, decide, record_achieved, routes_for
 from modelrollout.stats.srm import srm_sequential
 

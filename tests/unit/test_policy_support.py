@@ -21,9 +21,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from modelrollout.api.spec import ModelExperimentSpec
-from modelrollout.api.status import ModelExperimentStatus, Phase
-from modelrollout.observations import (
+from modelrollout.api.observations import (
     DIVERGENCE,
     CounterReading,
     Increment,
@@ -32,6 +30,8 @@ from modelrollout.observations import (
     Unknown,
     VariantCounts,
 )
+from modelrollout.api.spec import ModelExperimentSpec
+from modelrollout.api.status import ModelExperimentStatus, Phase
 from modelrollout.policy import Decision, decide
 from modelrollout.policy.counts import FIELDS
 

@@ -21,6 +21,7 @@ A tick, from the reconcile layer::
     # {metric name: CounterReading (increments per variant and field) | Unknown}
 """
 
+from modelrollout.api.observations import DIVERGENCE
 from modelrollout.metrics.base import MetricsProvider
 from modelrollout.metrics.counters import (
     ISTIO_DURATION_BUCKETS_MS,
@@ -33,7 +34,6 @@ from modelrollout.metrics.counters import (
 from modelrollout.metrics.counting import AnchorMemo, count_set
 from modelrollout.metrics.credentials import Credentials, aread_credentials, read_credentials
 from modelrollout.metrics.prometheus import PrometheusProvider
-from modelrollout.observations import DIVERGENCE
 
 __all__ = [
     "DIVERGENCE",

@@ -7,10 +7,10 @@ says whether it is reachable), with three differences that the analysis needs:
   metric of every live variant, **exactly**, as the increments of counter series since each
   metric's checkpoint (:mod:`modelrollout.metrics.counting`);
 * nothing raises: a reading that could not be taken is an explicit
-  :class:`~modelrollout.observations.Unknown` with the reason (Prometheus unreachable, a PromQL
+  :class:`~modelrollout.api.observations.Unknown` with the reason (Prometheus unreachable, a PromQL
   error, no data for a variant), never zeros and never an exception into the policy;
 * the spec's selectors are checked apart from reading them: :meth:`MetricsProvider.check` tells a
-  selector that does not parse (a :class:`~modelrollout.observations.SpecError`, the spec must be
+  selector that does not parse (a :class:`~modelrollout.api.observations.SpecError`, the spec must be
   fixed) from a backend that cannot be asked right now (an ``Unknown``, try again).
 
 Providers are synchronous (their HTTP client is); each synchronous method has an ``a``-prefixed
@@ -23,9 +23,9 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
+from modelrollout.api.observations import MetricReading, SpecError, Unknown
 from modelrollout.metrics.counters import CounterSet
 from modelrollout.metrics.counting import AnchorMemo
-from modelrollout.observations import MetricReading, SpecError, Unknown
 
 
 @runtime_checkable

@@ -65,12 +65,12 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Final
 
+from modelrollout.api.observations import DIVERGENCE, SpecError
 from modelrollout.api.presets import DivergencePreset, MetricType, Preset
 from modelrollout.api.selectors import Matcher, Selector, parse_selector, regex_literal
 from modelrollout.api.spec import QUERY_FIELDS, MetricQueries, ModelExperimentSpec, Provider
 from modelrollout.api.types import render_template
 from modelrollout.errors import InvalidInputError
-from modelrollout.observations import DIVERGENCE, SpecError
 
 #: A DNS label (RFC 1123): variant names and namespaces.
 DNS_LABEL: Final = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")

@@ -11,7 +11,7 @@ series is what that series counted between them, and a sample below the one befo
 reset, after which the series counted its new value from zero (the rule Prometheus's own
 ``increase`` uses). So each tick reads the raw samples of every series that a field's selector
 matches (an instant query of the range selector ``SEL[r]``, which returns them with their
-timestamps, stale markers left out) and turns them into :class:`~modelrollout.observations.Increment`
+timestamps, stale markers left out) and turns them into :class:`~modelrollout.api.observations.Increment`
 s: ``(time of the sample before, time of the sample, increase)``. The policy puts each increment
 into the stratum whose span holds it whole (:mod:`modelrollout.policy.counts`).
 
@@ -41,7 +41,7 @@ first sample, which may lose one increment but never counts a history twice.
 
 A counter reset loses what the series counted between its last sample and the reset (a pod that
 crashed between two scrapes); nothing can recover that, and the number of resets is reported
-(:attr:`~modelrollout.observations.VariantCounts.resets`) so the sample ratio test can allow for it.
+(:attr:`~modelrollout.api.observations.VariantCounts.resets`) so the sample ratio test can allow for it.
 """
 
 from __future__ import annotations
@@ -53,8 +53,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
+from modelrollout.api.observations import CounterReading, Increment, MetricReading, Unknown, VariantCounts
 from modelrollout.metrics.counters import CounterField, CounterMetric, CounterQuery, CounterSet
-from modelrollout.observations import CounterReading, Increment, MetricReading, Unknown, VariantCounts
 
 #: How far before the checkpoint a tick without anchors in memory looks for them.
 LOOKBACK: Final = timedelta(minutes=5)
@@ -435,7 +435,7 @@ def count_set(
     """Every metric of ``counter_set`` counted at ``at``, continuing from its checkpoint (or from
     ``counted_since`` when it has none); the memo gets the new anchors under the new checkpoint.
 
-    A failure of any query of a metric makes that metric :class:`~modelrollout.observations.Unknown`
+    A failure of any query of a metric makes that metric :class:`~modelrollout.api.observations.Unknown`
     (its anchors stay as they were); once a query finds Prometheus unreachable, the rest are not
     sent and get the same reason.
     """

@@ -6,10 +6,10 @@
 ``CoreV1Api`` that the reconcile layer passes in, and sorts what can go wrong:
 
 * a missing Secret, ConfigMap or key, an empty or multi-line token, a bundle that is not PEM
-  certificates: :class:`~modelrollout.observations.SpecError` at the field path
+  certificates: :class:`~modelrollout.api.observations.SpecError` at the field path
   (``spec.metrics.prometheus.bearerTokenSecretRef``), with the fix;
 * the apiserver cannot be asked, or refuses (403: the operator's RBAC):
-  :class:`~modelrollout.observations.Unknown`, to be tried again.
+  :class:`~modelrollout.api.observations.Unknown`, to be tried again.
 
 Nothing raises. The values never appear in a reason or a log.
 """
@@ -23,8 +23,8 @@ import ssl
 from dataclasses import dataclass, field
 from typing import Any
 
+from modelrollout.api.observations import SpecError, Unknown
 from modelrollout.api.spec import KeySelector, Prometheus
-from modelrollout.observations import SpecError, Unknown
 
 _PREFIX = "spec.metrics.prometheus"
 

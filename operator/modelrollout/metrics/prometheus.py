@@ -6,7 +6,7 @@ counts them exactly (:mod:`modelrollout.metrics.counting`). Each request has a t
 the HTTP request and on the server's evaluation (the ``timeout`` parameter):
 ``spec.metrics.prometheus.timeout``. The HTTP client does not retry on its own beyond one
 immediate reconnect (a tick is the retry: a failed query is an
-:class:`~modelrollout.observations.Unknown` now and is asked again at the next tick, from the same
+:class:`~modelrollout.api.observations.Unknown` now and is asked again at the next tick, from the same
 checkpoint, so nothing is lost), so a tick never waits longer than the timeout per query. Once a
 query finds Prometheus unreachable, the rest of that tick's queries are not sent and get the same
 reason.
@@ -61,13 +61,13 @@ from prometheus_api_client.exceptions import PrometheusApiClientException
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
+from modelrollout.api.observations import MetricReading, SpecError, Unknown
 from modelrollout.api.spec import Prometheus
 from modelrollout.api.types import parse_duration
 from modelrollout.errors import InvalidInputError
 from modelrollout.metrics.counters import CounterQuery, CounterSet
 from modelrollout.metrics.counting import AnchorMemo, count_set, milliseconds
 from modelrollout.metrics.credentials import Credentials
-from modelrollout.observations import MetricReading, SpecError, Unknown
 
 #: Default number of queries of one tick in flight at once (async methods).
 DEFAULT_CONCURRENCY: Final = 4

@@ -1,6 +1,6 @@
 """The decision procedure: ``decide(spec, status, observations, now) -> Decision``.
 
-Pure functions over the API models and :mod:`modelrollout.observations`: no I/O, no kopf, no
+Pure functions over the API models and :mod:`modelrollout.api.observations`: no I/O, no kopf, no
 kubernetes, no clock of its own. See :mod:`modelrollout.policy.decide` for the rules and their
 order, and :class:`~modelrollout.policy.decision.Decision` for what a tick returns.
 """

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from modelrollout.api.observations import DIVERGENCE, SpecError, Unknown
 from modelrollout.api.status import (
     AnalysisRecord,
     DroppedChallenger,
@@ -25,7 +26,6 @@ from modelrollout.api.status import (
     VariantAnalysis,
     VariantDecision,
 )
-from modelrollout.observations import DIVERGENCE, SpecError, Unknown
 from modelrollout.policy import counts, guardrails, plans, primary, shadow, srm
 from modelrollout.policy.context import Tick, finite, fmt, pct
 from modelrollout.policy.guardrails import GuardrailCheck

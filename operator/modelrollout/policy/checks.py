@@ -1,12 +1,12 @@
 """Spec problems the schema does not catch but the policy can, reported like the operator's own
-(:class:`~modelrollout.observations.SpecError`: a field path and the fix).
+(:class:`~modelrollout.api.observations.SpecError`: a field path and the fix).
 """
 
 from __future__ import annotations
 
+from modelrollout.api.observations import SpecError
 from modelrollout.api.spec import ModelExperimentSpec
 from modelrollout.api.status import ModelExperimentStatus, Phase
-from modelrollout.observations import SpecError
 
 
 def spec_errors(spec: ModelExperimentSpec) -> list[SpecError]:

@@ -8,10 +8,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from modelrollout.api.observations import Observations
 from modelrollout.api.spec import ModelExperimentSpec, SecondaryMetric
 from modelrollout.api.status import HistoryEntry, ModelExperimentStatus, Phase
 from modelrollout.api.types import parse_duration
-from modelrollout.observations import Observations
 from modelrollout.policy.decision import Event, EventType, Rule
 
 #: Most numbers kept with one history entry (the status schema's bound).

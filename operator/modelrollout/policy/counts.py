@@ -1,6 +1,6 @@
 """Exact counts per stratum and since the start, from the increments of counter series.
 
-A tick's reading of a metric (:class:`~modelrollout.observations.CounterReading`) holds, per
+A tick's reading of a metric (:class:`~modelrollout.api.observations.CounterReading`) holds, per
 variant and field, the increments that each counter series counted between two of its samples,
 with the samples' times (:mod:`modelrollout.metrics.counting`). This module adds them up:
 
@@ -47,6 +47,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
+from modelrollout.api.observations import DIVERGENCE, CounterReading, Increment, Unknown, VariantCounts
 from modelrollout.api.presets import MetricType
 from modelrollout.api.spec import QUERY_FIELDS, ModelExperimentSpec
 from modelrollout.api.status import (
@@ -62,7 +63,6 @@ from modelrollout.api.status import (
     TargetSampling,
 )
 from modelrollout.api.types import parse_duration
-from modelrollout.observations import DIVERGENCE, CounterReading, Increment, Unknown, VariantCounts
 
 #: The counter fields of each metric type (python attribute names).
 FIELDS: Final[dict[MetricType, tuple[str, ...]]] = {

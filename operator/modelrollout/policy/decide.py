@@ -94,9 +94,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from modelrollout.api.observations import Observations
 from modelrollout.api.spec import Goal, Method, ModelExperimentSpec, OnDataOutage, OnInconclusive
 from modelrollout.api.status import ModelExperimentStatus, PauseReason, Phase, VariantDecision
-from modelrollout.observations import Observations
 from modelrollout.policy import (
     analysis,
     checks,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import timedelta
 
-from modelrollout.observations import SpecError
+from modelrollout.api.observations import SpecError
 from modelrollout.policy.context import fmt, joined, span
 
 

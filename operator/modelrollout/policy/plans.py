@@ -22,11 +22,11 @@ from __future__ import annotations
 
 from typing import Final
 
+from modelrollout.api.observations import SpecError
 from modelrollout.api.presets import MetricType
 from modelrollout.api.spec import Direction, MdeType, Metric, SecondaryMetric
 from modelrollout.api.status import ModelExperimentStatus, PlannedSample
 from modelrollout.errors import InvalidInputError
-from modelrollout.observations import SpecError
 from modelrollout.policy import counts, values
 from modelrollout.policy.context import Tick
 from modelrollout.stats import power, sequential

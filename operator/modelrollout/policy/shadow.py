@@ -22,8 +22,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from modelrollout.api.observations import Unknown
 from modelrollout.errors import InvalidInputError
-from modelrollout.observations import Unknown
 from modelrollout.policy import counts
 from modelrollout.policy.context import Tick, fmt, pct
 from modelrollout.stats import drift

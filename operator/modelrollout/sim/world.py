@@ -33,6 +33,7 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from modelrollout.api.experiment import GROUP, PLURAL, VERSION
 from modelrollout.localenv.env import LocalEnv
 from modelrollout.localenv.procs import ManagedProcess
 from modelrollout.localenv.prometheus import Prometheus
@@ -41,7 +42,6 @@ from modelrollout.sim.mesh import MeshConfig
 from modelrollout.sim.model_server import ModelConfig
 from modelrollout.sim.stack import LoadRun, ModelSpec, RunningMesh, RunningModel, SimStack
 
-GROUP, VERSION, PLURAL = "modelrollout.io", "v1alpha1", "modelexperiments"
 ISTIO = ("networking.istio.io", "v1", "virtualservices")
 GATEWAY = ("gateway.networking.k8s.io", "v1", "httproutes")
 APP = "ranker"

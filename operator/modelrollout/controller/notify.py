@@ -34,8 +34,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from modelrollout.api.observations import SpecError, Unknown
 from modelrollout.api.spec import ModelExperimentSpec, Notification, NotificationType
 from modelrollout.api.status import HistoryEntry, ModelExperimentStatus, NotificationState
+from modelrollout.controller.kube import Cluster
 
 #: Attempts at one phase change before a sink gives it up.
 MAX_ATTEMPTS: Final = 10
@@ -114,7 +116,9 @@ def post_json(url: str, payload: Mapping[str, Any], timeout: float = TIMEOUT_SEC
     """POST ``payload`` as JSON; None on a 2xx answer, else why not (never raises)."""
     data = json.dumps(payload).encode()
     request = urllib.request.Request(
-        url, data=data, method="POST",
+        url,
+        data=data,
+        method="POST",
         headers={"Content-Type": "application/json", "User-Agent": _USER_AGENT},
     )
     try:
@@ -184,19 +188,69 @@ def deliver(
             current.last_error = error
             where = f"spec.notifications[{sink.name}] ({sink.type.value})"
             if current.failures == 1:
-                out.warnings.append((
-                    "NotificationFailed",
-                    f"{where} could not be told {summary(ref, entry)}: {error}; retried every tick, "
-                    f"given up after {MAX_ATTEMPTS} attempts",
-                ))
+                out.warnings.append(
+                    (
+                        "NotificationFailed",
+                        f"{where} could not be told {summary(ref, entry)}: {error}; retried every tick, "
+                        f"given up after {MAX_ATTEMPTS} attempts",
+                    )
+                )
             if current.failures >= MAX_ATTEMPTS:
-                out.warnings.append((
-                    "NotificationFailed",
-                    f"{where}: gave up telling {summary(ref, entry)} after {current.failures} attempts: "
-                    f"{error}",
-                ))
+                out.warnings.append(
+                    (
+                        "NotificationFailed",
+                        f"{where}: gave up telling {summary(ref, entry)} after {current.failures} attempts: "
+                        f"{error}",
+                    )
+                )
                 current.delivered_through, current.failures = entry.time, 0
                 continue
             break  # in order: the later ones wait for this one
         out.states[sink.name] = current
     return out
+
+
+# --- the tick's side: after the status is stored ------------------------------------------------------
+def sink_url(cluster: Cluster, namespace: str, sink: Notification) -> tuple[str | None, str | None]:
+    """A sink's URL, or why there is none (its Secret or key is missing or unreadable)."""
+    if sink.url is not None:
+        return str(sink.url), None
+    ref = sink.url_secret_ref
+    if ref is None:  # the schema requires one of the two
+        return None, "neither url nor urlSecretRef is set"
+    raw = cluster.read_key("Secret", namespace, ref, f"spec.notifications[{sink.name}].urlSecretRef")
+    if isinstance(raw, SpecError):
+        return None, f"{raw.path}: {raw.message}"
+    if isinstance(raw, Unknown):
+        return None, raw.reason
+    url = raw.decode(errors="replace").strip()
+    if not url.startswith(("http://", "https://")):
+        return None, f"the key {ref.key} of Secret {namespace}/{ref.name} does not hold an http(s) URL"
+    return url, None
+
+
+def notify(
+    body: Mapping[str, Any],
+    spec: ModelExperimentSpec,
+    old: ModelExperimentStatus,
+    new: ModelExperimentStatus,
+    cluster: Cluster,
+) -> None:
+    """Tell the sinks the phase changes they have not had, after the status is stored, and store
+    what they have been told."""
+    metadata = body.get("metadata") or {}
+    namespace, name = metadata["namespace"], metadata["name"]
+    ref = ExperimentRef(namespace, name, str(metadata.get("uid") or ""))
+    outcome = deliver(spec, old, new, ref, lambda sink: sink_url(cluster, namespace, sink))
+    if outcome.changed:
+        marks = {
+            k: v.model_dump(by_alias=True, mode="json", exclude_none=True) for k, v in outcome.states.items()
+        }
+        for mark in marks.values():
+            mark.setdefault("lastError", None)  # a merge patch removes a cleared error
+        try:
+            cluster.patch_status(namespace, name, {"notifications": marks}, None)
+        except Exception as exc:  # the marks stay behind: the next tick sends again (at least once)
+            cluster.emit(body, "Warning", "NotificationFailed", f"could not store what was sent: {exc}")
+    for reason, message in outcome.warnings:
+        cluster.emit(body, "Warning", reason, message)

@@ -6,32 +6,37 @@ its thread pool, off the event loop.
 * :func:`traffic_target` maps a spec onto the routers' plain :class:`~modelrollout.routing.TrafficTarget`.
 * :func:`check_references` finds what only the operator can see is wrong with a spec: a Service,
   Deployment, VirtualService, HTTPRoute or route that is not there. Each problem becomes a
-  :class:`~modelrollout.observations.SpecError` with the field path and the fix, so the policy sets
+  :class:`~modelrollout.api.observations.SpecError` with the field path and the fix, so the policy sets
   ``InvalidSpec`` and moves no traffic.
 * :func:`patch_status` writes the status with optimistic concurrency: the merge patch carries the
   ``resourceVersion`` that was read, so a concurrent writer makes it fail with 409 instead of being
   overwritten.
+* :class:`Cluster` is what a tick asks of the cluster besides its router and its metrics, and
+  :class:`KubeCluster` answers it with the API clients (a unit test gives a fake).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
+import kopf
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from modelrollout.api.spec import ModelExperimentSpec, Provider
-from modelrollout.observations import SpecError
+from modelrollout.api.experiment import GROUP, PLURAL, VERSION
+from modelrollout.api.observations import SpecError, Unknown
+from modelrollout.api.spec import KeySelector, ModelExperimentSpec, Provider
+from modelrollout.errors import ModelRolloutError
+from modelrollout.metrics.credentials import read_key
 from modelrollout.routing import RouteNotFoundError, Router, TargetError, TrafficTarget, Variant
 from modelrollout.routing.errors import ObjectNotFoundError
 
-GROUP = "modelrollout.io"
-VERSION = "v1alpha1"
-PLURAL = "modelexperiments"
+#: kopf's finalizer on every experiment: the champion's routes are restored before it goes.
+FINALIZER = "modelrollout.io/finalizer"
 
 
-class StatusConflictError(Exception):
+class StatusConflictError(ModelRolloutError):
     """The experiment changed since it was read (409): the tick is retried with a fresh read."""
 
 
@@ -110,14 +115,20 @@ def _rule_names_from_indexes(
         if i >= len(rules):
             raise RouteNotFoundError(
                 f"HTTPRoute {name} has {len(rules)} rules; there is no rule index {i}",
-                kind="HTTPRoute", namespace=namespace, name=name, route=str(i),
+                kind="HTTPRoute",
+                namespace=namespace,
+                name=name,
+                route=str(i),
             )
         rule_name = rules[i].get("name")
         if not rule_name:
             raise RouteNotFoundError(
                 f"rule {i} of HTTPRoute {name} has no name; give it one (rules[{i}].name) so the operator "
                 "can select it",
-                kind="HTTPRoute", namespace=namespace, name=name, route=str(i),
+                kind="HTTPRoute",
+                namespace=namespace,
+                name=name,
+                route=str(i),
             )
         names.append(rule_name)
     return tuple(names)
@@ -239,3 +250,58 @@ def with_removed_keys(new: Mapping[str, Any], old: Mapping[str, Any] | None) -> 
         elif isinstance(before, Mapping) and isinstance(out[key], Mapping):
             out[key] = with_removed_keys(out[key], before)
     return out
+
+
+class Cluster(Protocol):
+    """What a tick reads from and writes to the cluster, besides its router and its metrics."""
+
+    def check_references(self, spec: ModelExperimentSpec, namespace: str, router: Router) -> list[SpecError]:
+        """See :func:`check_references`."""
+        ...
+
+    def traffic_target(self, spec: ModelExperimentSpec, namespace: str) -> TrafficTarget:
+        """See :func:`traffic_target` (raises :class:`TargetError`)."""
+        ...
+
+    def patch_status(
+        self, namespace: str, name: str, status: Mapping[str, Any], resource_version: str | None
+    ) -> None:
+        """See :func:`patch_status` (raises :class:`StatusConflictError` on 409)."""
+        ...
+
+    def read_key(self, kind: str, namespace: str, ref: KeySelector, path: str) -> bytes | SpecError | Unknown:
+        """The bytes under a key of a Secret or ConfigMap, or what went wrong."""
+        ...
+
+    def emit(self, body: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
+        """A Kubernetes Event on the experiment (``Normal`` or ``Warning``)."""
+        ...
+
+
+class KubeCluster:
+    """:class:`Cluster` on the kubernetes client, with kopf posting the Events."""
+
+    def __init__(
+        self, *, core: client.CoreV1Api, apps: client.AppsV1Api, custom: client.CustomObjectsApi
+    ) -> None:
+        self.core, self.apps, self.custom = core, apps, custom
+
+    def check_references(self, spec: ModelExperimentSpec, namespace: str, router: Router) -> list[SpecError]:
+        return check_references(
+            spec, namespace, core=self.core, apps=self.apps, custom=self.custom, router=router
+        )
+
+    def traffic_target(self, spec: ModelExperimentSpec, namespace: str) -> TrafficTarget:
+        return traffic_target(spec, namespace, self.custom)
+
+    def patch_status(
+        self, namespace: str, name: str, status: Mapping[str, Any], resource_version: str | None
+    ) -> None:
+        patch_status(self.custom, namespace, name, status, resource_version)
+
+    def read_key(self, kind: str, namespace: str, ref: KeySelector, path: str) -> bytes | SpecError | Unknown:
+        return read_key(self.core, kind, namespace, ref, path)
+
+    def emit(self, body: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
+        obj: Any = body  # a kopf.Body; kopf reads its metadata for the Event's reference
+        kopf.event(obj, type=type_, reason=reason, message=message)

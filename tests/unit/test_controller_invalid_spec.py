@@ -11,9 +11,9 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from modelrollout import reconcile
 from modelrollout.api.spec import ModelExperimentSpec
 from modelrollout.api.status import ConditionStatus, ConditionType, ModelExperimentStatus, Phase
+from modelrollout.controller import invalid_spec, tick
 
 pytestmark = pytest.mark.unit
 
@@ -35,7 +35,7 @@ def validation_error() -> ValidationError:
 
 
 def test_every_error_names_its_field_path() -> None:
-    message = reconcile.validation_messages(validation_error())
+    message = invalid_spec.validation_messages(validation_error())
     assert message == (
         "spec.rollout.steps: steps must be strictly increasing; "
         "spec.metrics.primary.minimumDetectableEffect: Input should be a valid number"
@@ -45,7 +45,7 @@ def test_every_error_names_its_field_path() -> None:
 def test_the_status_says_why_and_keeps_the_run() -> None:
     running = ModelExperimentStatus(phase=Phase.PROGRESSING, current_step=1, observed_generation=3)
     old = running.model_dump(by_alias=True, mode="json", exclude_none=True)
-    status = reconcile.unparsable_spec_status(old, "spec.rollout.steps: bad", 4, NOW)
+    status = invalid_spec.unparsable_spec_status(old, "spec.rollout.steps: bad", 4, NOW)
     assert status is not None
     assert (status.phase, status.current_step, status.observed_generation) == (Phase.PROGRESSING, 1, 4)
     got = {c.type: (c.status, c.reason, c.message, c.observed_generation) for c in status.conditions}
@@ -57,15 +57,15 @@ def test_the_status_says_why_and_keeps_the_run() -> None:
 
 
 def test_it_is_written_once_per_generation_and_message() -> None:
-    first = reconcile.unparsable_spec_status({}, "spec.x: bad", 2, NOW)
+    first = invalid_spec.unparsable_spec_status({}, "spec.x: bad", 2, NOW)
     assert first is not None
     stored = first.model_dump(by_alias=True, mode="json", exclude_none=True)
     later = NOW + timedelta(seconds=30)
-    assert reconcile.unparsable_spec_status(stored, "spec.x: bad", 2, later) is None
-    again = reconcile.unparsable_spec_status(stored, "spec.x: bad", 3, later)  # a new generation
+    assert invalid_spec.unparsable_spec_status(stored, "spec.x: bad", 2, later) is None
+    again = invalid_spec.unparsable_spec_status(stored, "spec.x: bad", 3, later)  # a new generation
     assert again is not None
     assert again.observed_generation == 3
-    other = reconcile.unparsable_spec_status(stored, "spec.y: bad", 2, later)  # another error
+    other = invalid_spec.unparsable_spec_status(stored, "spec.y: bad", 2, later)  # another error
     assert other is not None
     cond = other.condition(ConditionType.INVALID_SPEC)
     assert cond is not None
@@ -76,30 +76,28 @@ def test_it_is_written_once_per_generation_and_message() -> None:
 def test_the_tick_writes_the_status_and_one_event_and_moves_no_traffic(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # The I/O edges are replaced (a unit test of this module): the status patch and kopf's Event.
+    # The I/O edges are a fake cluster (a unit test of this module): the status patch and the Event.
     patches: list[dict[str, Any]] = []
     warnings: list[str] = []
 
-    class FakeClients:
-        custom = object()
+    class Cluster:
+        def patch_status(self, ns: str, name: str, status: dict[str, Any], rv: str) -> None:
+            patches.append({"at": (ns, name, rv), **status})
 
-    monkeypatch.setattr(reconcile, "clients", lambda: FakeClients())
-    def patch_status(_custom: object, ns: str, name: str, status: dict[str, Any], rv: str) -> dict[str, Any]:
-        patches.append({"at": (ns, name, rv), **status})
-        return {}
+        def emit(self, _body: object, type_: str, reason: str, message: str) -> None:
+            assert type_ == "Warning"
+            warnings.append(f"{reason}: {message}")
 
-    def warn(_body: object, *, reason: str, message: str) -> None:
-        warnings.append(f"{reason}: {message}")
+    class Runtime:
+        cluster = Cluster()
 
-    monkeypatch.setattr(reconcile, "patch_status", patch_status)
-    monkeypatch.setattr(reconcile.kopf, "warn", warn)
-    monkeypatch.setattr(reconcile, "run_tick", lambda *a, **k: pytest.fail("no tick on an invalid spec"))
+    monkeypatch.setattr(tick, "run_tick", lambda *a, **k: pytest.fail("no tick on an invalid spec"))
     body: dict[str, Any] = {
         "metadata": {"namespace": "shop", "name": "ranker", "generation": 5, "resourceVersion": "77"},
         "spec": bad_spec(),
     }
     memo: dict[str, Any] = {}
-    reconcile.tick(body, memo, logger=None, force=True)  # type: ignore[arg-type]
+    tick.tick(Runtime(), body, memo, logger=None, force=True)  # type: ignore[arg-type]
     assert len(patches) == 1
     assert patches[0]["at"] == ("shop", "ranker", "77")
     assert patches[0]["observedGeneration"] == 5
@@ -110,5 +108,5 @@ def test_the_tick_writes_the_status_and_one_event_and_moves_no_traffic(
     assert warnings[0].startswith("InvalidSpec: the spec does not validate: spec.rollout.steps")
     # The next tick sees its own report on the object and writes nothing more.
     body["status"] = {k: v for k, v in patches[0].items() if k != "at"}
-    reconcile.tick(body, memo, logger=None, force=True)  # type: ignore[arg-type]
+    tick.tick(Runtime(), body, memo, logger=None, force=True)  # type: ignore[arg-type]
     assert (len(patches), len(warnings)) == (1, 1)

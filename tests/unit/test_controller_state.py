@@ -7,7 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from modelrollout.reconcile import _ObjectMemo, is_stale
+from modelrollout.controller import tick
+from modelrollout.controller.state import ObjectMemo, is_stale, object_memo
 
 pytestmark = pytest.mark.unit
 
@@ -20,12 +21,12 @@ def body(last_tick: datetime | None) -> dict[str, object]:
 
 
 def test_nothing_is_stale_before_this_process_wrote_a_status() -> None:
-    assert not is_stale(body(None), _ObjectMemo())
-    assert not is_stale(body(T), _ObjectMemo())
+    assert not is_stale(body(None), ObjectMemo())
+    assert not is_stale(body(T), ObjectMemo())
 
 
 def test_a_body_older_than_the_last_status_written_is_stale() -> None:
-    state = _ObjectMemo(written_tick=T)
+    state = ObjectMemo(written_tick=T)
     assert is_stale(body(T - timedelta(seconds=5)), state)
     assert is_stale(body(None), state)  # (its status has no tick at all)
     assert not is_stale(body(T), state)  # the watch has caught up
@@ -35,16 +36,24 @@ def test_a_body_older_than_the_last_status_written_is_stale() -> None:
 def test_the_timer_skips_a_stale_body_and_acts_on_a_current_one(monkeypatch: pytest.MonkeyPatch) -> None:
     import yaml
 
-    from modelrollout import reconcile
-
     spec = yaml.safe_load(open("examples/minimal.yaml"))["spec"]  # noqa: SIM115
     ran: list[datetime] = []
-    monkeypatch.setattr(reconcile, "run_tick", lambda b, s, state, now, logger: ran.append(now))
+    monkeypatch.setattr(tick, "run_tick", lambda b, s, state, now, logger, **_: ran.append(now))
+
+    class Runtime:  # the tick's factories; run_tick is replaced, so they are not used
+        cluster = None
+
+        def router(self, spec: object) -> None:
+            return None
+
+        def provider(self, spec: object, namespace: str) -> None:
+            return None
+
     memo: dict[str, object] = {}
-    state = reconcile._object_memo(memo)  # type: ignore[arg-type]
+    state = object_memo(memo)  # type: ignore[arg-type]
     state.written_tick = T
-    reconcile.tick({**body(T - timedelta(seconds=3)), "spec": spec}, memo, None, force=True)  # type: ignore[arg-type]
+    tick.tick(Runtime(), {**body(T - timedelta(seconds=3)), "spec": spec}, memo, None, force=True)  # type: ignore[arg-type]
     assert ran == []
     assert state.stale_bodies == 1
-    reconcile.tick({**body(T), "spec": spec}, memo, None, force=True)  # type: ignore[arg-type]
+    tick.tick(Runtime(), {**body(T), "spec": spec}, memo, None, force=True)  # type: ignore[arg-type]
     assert len(ran) == 1

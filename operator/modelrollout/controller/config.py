@@ -1,0 +1,66 @@
+"""The operator's configuration: one object, built from the flags and the environment at startup.
+
+Nothing is read at import and nothing global is mutated: ``modelrollout run`` builds an
+:class:`OperatorConfig` and hands it to :func:`modelrollout.controller.handlers.register` and to
+kopf's memo, where :mod:`~modelrollout.controller.runtime` finds it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from modelrollout.errors import InvalidInputError
+
+#: The environment variable of the timer's period (seconds).
+TIMER_ENV = "MODELROLLOUT_TIMER_SECONDS"
+
+
+@dataclass(frozen=True)
+class OperatorConfig:
+    """How the operator process runs.
+
+    Attributes
+    ----------
+    timer_seconds
+        The period of kopf's timer. Each experiment has its own ``spec.rollout.interval``; the
+        timer fires this often and the tick skips the calls that are not due.
+    cluster_scan
+        Whether kopf lists and watches CRDs and namespaces; off for a Role without those
+        cluster-scope rights (``--no-cluster-scan``; the namespaces must then be named).
+    max_workers
+        kopf's workers for synchronous handlers, and so the most queries one Prometheus gets from
+        this operator at once.
+    max_providers
+        Distinct Prometheus configurations (address, timeout, credentials) whose providers are
+        kept open; the least recently used is closed past it.
+    """
+
+    timer_seconds: float = 1.0
+    cluster_scan: bool = True
+    max_workers: int = 32
+    max_providers: int = 64
+
+    def __post_init__(self) -> None:
+        if not math.isfinite(self.timer_seconds) or self.timer_seconds <= 0:
+            raise InvalidInputError(
+                f"{TIMER_ENV} must be a positive number of seconds, not {self.timer_seconds!r}"
+            )
+        for name in ("max_workers", "max_providers"):
+            if getattr(self, name) < 1:
+                raise InvalidInputError(f"{name} must be at least 1, not {getattr(self, name)!r}")
+
+    @classmethod
+    def from_environment(
+        cls, environ: Mapping[str, str] | None = None, *, cluster_scan: bool = True
+    ) -> OperatorConfig:
+        """The configuration from ``environ`` (default: the process's) and the flags given."""
+        env = os.environ if environ is None else environ
+        raw = env.get(TIMER_ENV, "1")
+        try:
+            timer = float(raw)
+        except ValueError:
+            raise InvalidInputError(f"{TIMER_ENV} must be a number of seconds, not {raw!r}") from None
+        return cls(timer_seconds=timer, cluster_scan=cluster_scan)

@@ -1,0 +1,140 @@
+"""The composition root of the operator process: made once at startup, kept in kopf's memo.
+
+:class:`Runtime` holds what every tick shares: the Kubernetes API clients, the Prometheus providers
+(one per configuration, shared by the experiments that use it), and the factories that give a tick
+its router and its metrics provider. kopf's startup handler builds it from the
+:class:`~modelrollout.controller.config.OperatorConfig` that ``modelrollout run`` put in the memo;
+every resource's memo is a shallow copy of the operator's, so each handler finds the same one.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+import kopf
+from kubernetes import client, config
+
+from modelrollout.api.observations import SpecError, Unknown
+from modelrollout.api.spec import ModelExperimentSpec, Prometheus
+from modelrollout.controller.config import OperatorConfig
+from modelrollout.controller.kube import FINALIZER, KubeCluster
+from modelrollout.metrics.credentials import Credentials, read_credentials
+from modelrollout.metrics.prometheus import PrometheusProvider
+from modelrollout.routing import Router, router_for
+
+#: The key of the runtime and of the configuration in kopf's memo.
+MEMO_RUNTIME = "modelrollout_runtime"
+MEMO_CONFIG = "modelrollout_config"
+
+
+@dataclass
+class Clients:
+    """The kubernetes API clients the operator uses (one set per process)."""
+
+    api: client.ApiClient
+    core: client.CoreV1Api
+    apps: client.AppsV1Api
+    custom: client.CustomObjectsApi
+
+    @classmethod
+    def from_environment(cls) -> Clients:
+        """In-cluster config when running in a pod, else the kubeconfig (``$KUBECONFIG``)."""
+        try:
+            config.load_incluster_config()  # type: ignore[no-untyped-call]
+        except config.ConfigException:
+            config.load_kube_config()  # type: ignore[no-untyped-call]
+        api = client.ApiClient()
+        return cls(api, client.CoreV1Api(api), client.AppsV1Api(api), client.CustomObjectsApi(api))
+
+
+@dataclass
+class ProviderCache:
+    """The provider of each Prometheus configuration, shared by every experiment that uses it.
+
+    One per experiment kept one open connection per experiment: Prometheus serves 512 at once by
+    default (``--web.max-connections``), so past about 500 experiments every tick of the others
+    waited for its timeout and read as an outage (``bench/operator_scale.py``). Shared, the
+    connections to one Prometheus are bounded by the workers. The least recently used
+    configuration is closed past ``limit`` (rotated credentials leave old ones).
+    """
+
+    pool_size: int
+    limit: int
+    providers: OrderedDict[tuple[Any, ...], PrometheusProvider] = field(default_factory=OrderedDict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def get(self, prometheus: Prometheus, credentials: Credentials) -> PrometheusProvider:
+        key = (prometheus.address, prometheus.timeout, credentials.bearer_token, credentials.ca_pem)
+        with self.lock:
+            found = self.providers.get(key)
+            if found is not None:
+                self.providers.move_to_end(key)
+                return found
+            provider = PrometheusProvider.from_spec(prometheus, credentials, pool_size=self.pool_size)
+            self.providers[key] = provider
+            while len(self.providers) > self.limit:
+                _, oldest = self.providers.popitem(last=False)
+                oldest.close()
+            return provider
+
+    def close(self) -> None:
+        with self.lock:
+            for provider in self.providers.values():
+                provider.close()
+            self.providers.clear()
+
+
+@dataclass
+class Runtime:
+    """What the ticks of every experiment share (see the module docstring)."""
+
+    config: OperatorConfig
+    clients: Clients
+    providers: ProviderCache
+
+    @classmethod
+    def start(cls, operator_config: OperatorConfig) -> Runtime:
+        return cls(
+            operator_config,
+            Clients.from_environment(),
+            ProviderCache(pool_size=operator_config.max_workers, limit=operator_config.max_providers),
+        )
+
+    @property
+    def cluster(self) -> KubeCluster:
+        c = self.clients
+        return KubeCluster(core=c.core, apps=c.apps, custom=c.custom)
+
+    def router(self, spec: ModelExperimentSpec) -> Router:
+        """The router of the experiment's traffic provider."""
+        return router_for(spec.traffic.provider.value, self.clients.api)
+
+    def provider(
+        self, spec: ModelExperimentSpec, namespace: str
+    ) -> PrometheusProvider | list[SpecError] | Unknown:
+        """The experiment's metrics provider, or why there is none (its credentials)."""
+        prometheus = spec.metrics.prometheus
+        credentials = read_credentials(self.clients.core, namespace, prometheus)
+        if not isinstance(credentials, Credentials):
+            return credentials
+        return self.providers.get(prometheus, credentials)
+
+    def configure(self, settings: kopf.OperatorSettings) -> None:
+        """kopf settings: no peering, our finalizer name, Events from INFO up, enough workers."""
+        settings.peering.standalone = True
+        settings.scanning.disabled = not self.config.cluster_scan
+        settings.persistence.finalizer = FINALIZER
+        settings.posting.level = 20  # logging.INFO
+        settings.execution.max_workers = self.config.max_workers
+        settings.watching.server_timeout = 300
+
+
+def runtime_of(memo: kopf.Memo) -> Runtime:
+    """The runtime that the startup handler put in kopf's memo."""
+    found = memo.get(MEMO_RUNTIME)
+    if not isinstance(found, Runtime):
+        raise RuntimeError("the operator's runtime is not in kopf's memo: the startup handler has not run")
+    return found

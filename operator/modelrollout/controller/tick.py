@@ -1,0 +1,200 @@
+"""One tick of the control loop: observe → decide → apply routes → write status → emit Events.
+
+Order matters and is the design's promise that a restart neither repeats nor skips a step:
+
+1. **observe** (:mod:`~modelrollout.controller.observe`): the spec errors only the cluster can
+   show, then the exact counts of every metric since its checkpoint;
+2. **decide**: :func:`modelrollout.policy.decide`, pure;
+3. **apply routes** *before* the status records the step: the routes are re-derived from the
+   decided status every tick, so an outside write (a GitOps sync, a person) is healed within one
+   tick and reported with an Event;
+4. **write the status** with the ``resourceVersion`` that was read (409 → :class:`kopf.TemporaryError`
+   and a fresh tick; nothing half-written);
+5. **emit** the decision's Events, after the status is stored, then tell the notification sinks.
+
+If the operator dies between 3 and 4, the next tick starts from the old status: the routes are set
+back to it (an Event says so) and the policy takes the step again, recorded once.
+
+:func:`run_tick` takes its router, its metrics provider and its :class:`Cluster` as arguments,
+typed against their protocols, so its ordering is unit-tested with fakes; :func:`tick` is the
+handlers' entry, which gets them from the :class:`~modelrollout.controller.runtime.Runtime`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import kopf
+from pydantic import ValidationError
+
+from modelrollout.api.spec import ModelExperimentSpec
+from modelrollout.api.status import ModelExperimentStatus
+from modelrollout.api.types import parse_duration
+from modelrollout.controller.invalid_spec import report_unparsable_spec
+from modelrollout.controller.kube import (
+    Cluster,
+    StatusConflictError,
+    target_error_to_spec_error,
+    with_removed_keys,
+)
+from modelrollout.controller.notify import notify
+from modelrollout.controller.observe import ProviderOrReason, observe
+from modelrollout.controller.runtime import Runtime
+from modelrollout.controller.state import ObjectMemo, is_stale, object_memo
+from modelrollout.policy import decide, record_achieved
+from modelrollout.policy.decision import Decision
+from modelrollout.routing import ConflictError, Mirror, Router, RouteState, TargetError
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def tick(runtime: Runtime, body: kopf.Body, memo: kopf.Memo, logger: Any, *, force: bool) -> None:
+    """Run one tick for the experiment in ``body`` if it is due (or ``force``)."""
+    state = object_memo(memo)
+    if not state.lock.acquire(blocking=force):
+        return  # a tick is already running for this experiment; the timer will come back
+    try:
+        now = _now()
+        try:
+            spec = ModelExperimentSpec.model_validate(body.get("spec") or {})
+        except ValidationError as exc:
+            report_unparsable_spec(body, exc, now, runtime.cluster)
+            return
+        if not force and not _due(state, spec, now):
+            return
+        if is_stale(body, state):
+            state.stale_bodies += 1
+            return  # the watch has not caught up with the status we wrote: act on it next time
+        state.last_tick = now
+        namespace = (body.get("metadata") or {})["namespace"]
+        run_tick(
+            body,
+            spec,
+            state,
+            now,
+            logger,
+            router=runtime.router(spec),
+            provider=runtime.provider(spec, namespace),
+            cluster=runtime.cluster,
+        )
+    finally:
+        state.lock.release()
+
+
+def _due(state: ObjectMemo, spec: ModelExperimentSpec, now: datetime) -> bool:
+    """Whether the experiment's ``rollout.interval`` has passed since its last tick here."""
+    interval = parse_duration(spec.rollout.interval)
+    return state.last_tick is None or now - state.last_tick >= interval - timedelta(milliseconds=100)
+
+
+def run_tick(
+    body: Mapping[str, Any],
+    spec: ModelExperimentSpec,
+    state: ObjectMemo,
+    now: datetime,
+    logger: Any,
+    *,
+    router: Router,
+    provider: ProviderOrReason,
+    cluster: Cluster,
+) -> Decision:
+    """Observe, decide, apply the routes, write the status, emit the Events (see the module)."""
+    metadata = body.get("metadata") or {}
+    namespace, name = metadata["namespace"], metadata["name"]
+    old_status_json = dict(body.get("status") or {})
+    status = ModelExperimentStatus.model_validate(old_status_json)
+    observations = observe(
+        body, spec, status, state, router=router, provider=provider, cluster=cluster, now=now
+    )
+    decision = decide(spec, status, observations, now)
+    if not observations.spec_errors:
+        _apply_routes(body, spec, decision, state, now, router=router, cluster=cluster)
+    new_status = decision.status.model_dump(by_alias=True, mode="json", exclude_none=True)
+    try:
+        cluster.patch_status(
+            namespace, name, with_removed_keys(new_status, old_status_json), metadata.get("resourceVersion")
+        )
+    except StatusConflictError as exc:
+        raise kopf.TemporaryError(str(exc), delay=1) from exc
+    state.written_tick = decision.status.last_tick_at
+    for event in decision.events:
+        cluster.emit(body, event.type.value, event.reason, event.message)
+    if spec.notifications:
+        notify(body, spec, status, decision.status, cluster)
+    logger.info(
+        "tick",
+        extra={
+            "rule": decision.rule.value,
+            "reason": decision.reason,
+            "phase": decision.phase.value,
+            "step": decision.step,
+            "weights": dict(decision.routes.weights),
+        },
+    )
+    return decision
+
+
+def _apply_routes(
+    body: Mapping[str, Any],
+    spec: ModelExperimentSpec,
+    decision: Decision,
+    state: ObjectMemo,
+    now: datetime,
+    *,
+    router: Router,
+    cluster: Cluster,
+) -> None:
+    """Make the routes say what the decided status says; record the split they achieve."""
+    namespace = (body.get("metadata") or {})["namespace"]
+    try:
+        target = cluster.traffic_target(spec, namespace)
+        applied = router.apply(target, _route_state(decision))
+    except ConflictError as exc:
+        raise kopf.TemporaryError(f"routes kept changing under the operator: {exc}", delay=1) from exc
+    except TargetError as exc:
+        # The routed object changed since it was checked: re-check next tick, write nothing now.
+        state.checked_generation = None
+        error = target_error_to_spec_error(spec, exc)
+        cluster.emit(body, "Warning", "InvalidSpec", f"{error.path}: {error.message}")
+        raise kopf.TemporaryError(str(exc), delay=1) from exc
+    for drift in applied.drift:
+        cluster.emit(body, "Warning", "RouteDriftHealed", drift)
+    achieved = dict(applied.achieved.weights)
+    asked = record_achieved(decision.status, achieved, now)
+    if asked is not None:
+        cluster.emit(
+            body,
+            "Normal",
+            "WeightsRounded",
+            f"The traffic provider routes {achieved} for the step's {asked} (for example a replica ratio); "
+            "the status and the sample ratio test use the achieved split.",
+        )
+
+
+def _route_state(decision: Decision) -> RouteState:
+    mirrors = tuple(Mirror(variant=v, percent=float(p)) for v, p in decision.routes.mirrors.items() if p > 0)
+    return RouteState(weights=dict(decision.routes.weights), mirrors=mirrors)
+
+
+def finalize(runtime: Runtime, body: kopf.Body, logger: Any) -> None:
+    """Restore the champion's routes before the experiment is deleted."""
+    metadata = body.get("metadata") or {}
+    try:
+        spec = ModelExperimentSpec.model_validate(body.get("spec") or {})
+    except ValidationError:
+        logger.warning("spec does not validate; nothing to restore")
+        return
+    router = runtime.router(spec)
+    try:
+        target = runtime.cluster.traffic_target(spec, metadata["namespace"])
+        result = router.restore_champion(target)
+    except TargetError as exc:
+        logger.warning(f"routes not restored, their object is gone: {exc}")
+        return
+    except ConflictError as exc:
+        raise kopf.TemporaryError(f"routes kept changing: {exc}", delay=1) from exc
+    logger.info(f"champion routes restored (changed: {result.changed})")
