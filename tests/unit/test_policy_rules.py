@@ -11,7 +11,6 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 
 import pytest
-from test_policy_support import Experiment, World, challengers, finished, make_spec, spec_with_primary
 
 from modelrollout.api.status import (
     ConditionStatus,
@@ -26,6 +25,7 @@ from modelrollout.api.status import (
 from modelrollout.observations import CounterReading, SpecError
 from modelrollout.policy import EventType, Rule, counts, decide, record_achieved, routes_for
 from modelrollout.stats.srm import srm_sequential
+from support.policy_world import Experiment, World, challengers, finished, make_spec, spec_with_primary
 
 pytestmark = pytest.mark.unit
 
@@ -68,9 +68,8 @@ def test_a_better_challenger_climbs_every_step_then_is_promoted() -> None:
     assert d.phase is Phase.PROMOTED
     assert d.rule is Rule.PRIMARY_BETTER
     assert d.routes.weights == {"v1": 0, "v2": 100}
-    shares = exp.challenger_shares()
-    assert set(shares) == {10, 25, 50, 100}
-    assert shares == sorted(shares)  # never back, never skipping
+    assert list(exp.spec.rollout.steps) == [10, 25, 50, 100]
+    exp.then_every_step_seen()  # each of 10, 25, 50, 100 and nothing else; never back, never skipping
     assert [h.reason for h in d.status.history] == [
         "Started",
         "StepAdvanced",
