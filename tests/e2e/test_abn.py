@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
-from modelrollout.sim.model_server import ModelConfig
 from modelrollout.sim.world import World, experiment_manifest
+from support.models import fast
 
 pytestmark = pytest.mark.e2e
-
-
-def fast(variant: str, **kwargs: Any) -> ModelConfig:
-    return ModelConfig(variant, latency_median_ms=2.0, latency_p99_ms=10.0, seed=7, **kwargs)
 
 
 def test_loser_is_dropped_and_winner_promoted(world: World) -> None:
@@ -35,7 +29,7 @@ def test_loser_is_dropped_and_winner_promoted(world: World) -> None:
     world.then_phase(["Promoted", "RolledBack", "Failed"], timeout=150)
     assert world.phase() == "Promoted", world.describe()
     recorder.stop()
-    assert world.route_weights() == {"v6": 0, "v7": 100, "v8": 0}
+    world.then_routes({"v6": 0, "v7": 100, "v8": 0})
     dropped = world.status()["droppedChallengers"]
     assert [d["name"] for d in dropped] == ["v8"], dropped
     print(f"dropped: {dropped}; splits: {recorder.splits()}")

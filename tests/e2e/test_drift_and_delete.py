@@ -3,19 +3,14 @@
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import pytest
 from kubernetes.client.exceptions import ApiException
 
-from modelrollout.sim.model_server import ModelConfig
 from modelrollout.sim.world import GROUP, ISTIO, PLURAL, VERSION, World, experiment_manifest
+from support.models import fast
 
 pytestmark = pytest.mark.e2e
-
-
-def fast(variant: str, **kwargs: Any) -> ModelConfig:
-    return ModelConfig(variant, latency_median_ms=2.0, latency_p99_ms=10.0, seed=7, **kwargs)
 
 
 def running_experiment(world: World) -> None:
@@ -51,8 +46,7 @@ def test_route_drift_is_healed_within_a_tick(world: World) -> None:
     print(f"drift healed in {healed_s:.2f}s")
     assert healed_s < 10
     # and says so in a Warning Event
-    world.wait_for("a RouteDriftHealed event", lambda: any(
-        e["reason"] == "RouteDriftHealed" and e["type"] == "Warning" for e in world.events()), 10)
+    world.then_event("RouteDriftHealed", type_="Warning", timeout=10)
     assert world.phase() == "Progressing", world.describe()
 
 
@@ -75,4 +69,4 @@ def test_deleting_a_running_experiment_restores_the_champion(world: World) -> No
     took = world.wait_for("the experiment gone", gone, 30)
     print(f"deleted in {took:.2f}s")
     # and the champion has all the traffic again
-    assert world.route_weights() == {"v6": 100, "v7": 0}
+    world.then_routes({"v6": 100, "v7": 0})

@@ -6,22 +6,14 @@ import time
 
 import pytest
 
-from modelrollout.sim.model_server import ModelConfig
 from modelrollout.sim.world import World, experiment_manifest
+from support.models import fast
 
 pytestmark = pytest.mark.e2e
 
 ALL_CHAMPION = {"v6": 100, "v7": 0}
 #: Past counts.settle_duration (5 s) of the step's stratum, plus a scrape.
 SETTLED_S = 7.0
-
-
-def fast(variant: str, **kwargs: float) -> ModelConfig:
-    return ModelConfig(variant, latency_median_ms=2.0, latency_p99_ms=10.0, seed=7, **kwargs)
-
-
-def guardrail_warnings(world: World) -> list[dict[str, object]]:
-    return [e for e in world.events() if e["type"] == "Warning" and e["reason"] == "GuardrailBreach"]
 
 
 def test_challenger_with_rising_errors_is_rolled_back_by_its_guardrail(world: World) -> None:
@@ -55,15 +47,10 @@ def test_challenger_with_rising_errors_is_rolled_back_by_its_guardrail(world: Wo
     # And the experiment is rolled back, with a Warning Event about the guardrail
     world.then_phase(["RolledBack", "Promoted", "Failed"], timeout=30)
     assert world.phase() == "RolledBack", world.describe()
-    rolled_back = world.condition("RolledBack")
-    assert rolled_back is not None, world.describe()
-    assert rolled_back["status"] == "True", world.describe()
-    assert rolled_back["reason"] == "GuardrailBreach", world.describe()
-    history = world.status()["history"]
-    assert history[-1]["reason"] == "GuardrailBreach", history[-3:]
-    # (kopf posts Events in the background, shortly after the status is written)
-    world.wait_for("a Warning Event about the guardrail", lambda: bool(guardrail_warnings(world)), timeout=15)
-    warnings = guardrail_warnings(world)
+    world.then_condition("RolledBack", "True", "GuardrailBreach")
+    world.then_last_history_reason("GuardrailBreach")
+    # (then_event waits: kopf posts Events in the background, shortly after the status is written)
+    warnings = world.then_event("GuardrailBreach", type_="Warning", timeout=15)
     assert "error-rate" in str(warnings[-1]["message"]), warnings
     print(f"breach -> rollback measured {elapsed:.2f} s; event: {warnings[-1]['reason']}: "
           f"{warnings[-1]['message']}")

@@ -9,14 +9,10 @@ from typing import Any
 
 import pytest
 
-from modelrollout.sim.model_server import ModelConfig
 from modelrollout.sim.world import World, experiment_manifest
+from support.models import fast
 
 pytestmark = pytest.mark.e2e
-
-
-def fast(variant: str, **kwargs: float) -> ModelConfig:
-    return ModelConfig(variant, latency_median_ms=2.0, latency_p99_ms=10.0, seed=7, **kwargs)
 
 
 def test_phase_changes_reach_every_sink_once_and_a_dead_sink_holds_nothing(

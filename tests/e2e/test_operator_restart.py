@@ -8,16 +8,12 @@ from collections import Counter
 
 import pytest
 
-from modelrollout.sim.model_server import ModelConfig
 from modelrollout.sim.world import World, experiment_manifest
+from support.models import fast
 
 pytestmark = pytest.mark.e2e
 
 STEPS = (10, 25, 50, 100)
-
-
-def fast(variant: str, **kwargs: float) -> ModelConfig:
-    return ModelConfig(variant, latency_median_ms=2.0, latency_p99_ms=10.0, seed=7, **kwargs)
 
 
 def test_operator_killed_mid_step_neither_repeats_nor_skips_a_step(world: World) -> None:
@@ -45,21 +41,12 @@ def test_operator_killed_mid_step_neither_repeats_nor_skips_a_step(world: World)
     recorder.stop()
     assert world.phase() == "Promoted", world.describe()
     # The recorder may stop before its next poll sees the promotion: read the final routes directly.
-    final = world.route_weights()
-    assert final == {"v6": 0, "v7": 100}
-    splits = [s for s in recorder.splits() if sum(s.values()) == 100]
-    if splits[-1] != final:
-        splits.append(final)
-    shares = [s["v7"] for s in splits]
-    # The VirtualService went through every step, in order, never back
-    assert shares == sorted(shares), f"weights went backwards: {splits}"
-    assert [s for s in shares if s > 0] == list(STEPS), f"a step was skipped or repeated: {splits}"
-    # And the history has each StepAdvanced exactly once
+    world.then_routes({"v6": 0, "v7": 100})
+    # The VirtualService went through every step (STEPS), in order, never back
+    splits = world.then_every_step_seen()
+    # and showed each once, none skipped; the history has each StepAdvanced exactly once
+    world.then_no_step_repeated()
     history = world.status()["history"]
     advanced = Counter(h["toStep"] for h in history if h["reason"] == "StepAdvanced")
-    assert all(n == 1 for n in advanced.values()), f"a step advanced twice: {advanced}; {history}"
-    assert sorted(advanced) == list(range(1, len(advanced) + 1)), f"a step was skipped: {history}"
-    to_steps = [h["toStep"] for h in history if h.get("toStep") is not None]
-    assert to_steps == sorted(to_steps), f"the history went back a step: {history}"
     print(f"\nkilled at {killed_at}; splits {splits}; StepAdvanced by step {dict(advanced)}; "
           f"history {[(h['toPhase'], h.get('toStep'), h['reason']) for h in history]}")

@@ -16,16 +16,12 @@ import time
 
 import pytest
 
-from modelrollout.sim.model_server import ModelConfig
 from modelrollout.sim.world import World, experiment_manifest
+from support.models import fast
 
 pytestmark = pytest.mark.e2e
 
 TERMINAL = ["Promoted", "RolledBack", "Failed"]
-
-
-def fast(variant: str, **kwargs: float) -> ModelConfig:
-    return ModelConfig(variant, latency_median_ms=2.0, latency_p99_ms=10.0, seed=7, **kwargs)
 
 
 def given_better_challenger_at_step_1(world: World, min_step_duration: str = "3s",
@@ -77,11 +73,10 @@ def test_outage_longer_than_max_data_outage_rolls_back(world: World) -> None:
     recorder.stop()
     assert world.phase() == "RolledBack", world.describe()
     assert elapsed >= 15, f"rolled back {elapsed:.1f} s into the outage, before maxDataOutage"
-    assert world.route_weights() == {"v6": 100, "v7": 0}, world.describe()
-    history = world.status()["history"]
-    assert history[-1]["reason"] == "DataOutageRollback", history[-3:]
+    world.then_routes({"v6": 100, "v7": 0})
+    last = world.then_last_history_reason("DataOutageRollback")
     assert all(w["v7"] <= 10 for w in recorder.splits()), recorder.splits()
-    print(f"\nrolled back {elapsed:.1f} s into the outage: {history[-1]['message']}")
+    print(f"\nrolled back {elapsed:.1f} s into the outage: {last['message']}")
 
 
 def test_outage_holds_then_the_experiment_goes_on_when_prometheus_is_back(world: World) -> None:

@@ -9,14 +9,10 @@ from typing import Any
 import pytest
 from kubernetes import watch
 
-from modelrollout.sim.model_server import ModelConfig
 from modelrollout.sim.world import GROUP, ISTIO, PLURAL, VERSION, World, experiment_manifest
+from support.models import fast
 
 pytestmark = pytest.mark.e2e
-
-
-def fast(variant: str, **kwargs: Any) -> ModelConfig:
-    return ModelConfig(variant, latency_median_ms=2.0, latency_p99_ms=10.0, seed=7, **kwargs)
 
 
 def wait_for_condition(world: World, type_: str, timeout: float) -> dict[str, Any]:
@@ -57,12 +53,8 @@ def test_promotion_through_gateway_api_http_route(world: World) -> None:
     assert succeeded["status"] == "True"
     assert world.phase() == "Promoted", world.describe()
     recorder.stop()
-    assert world.route_weights() == {"v6": 0, "v7": 100}
-    splits = [s for s in recorder.splits() if sum(s.values()) == 100] + [{"v6": 0, "v7": 100}]
-    shares = [s["v7"] for s in splits]
-    for step in (10, 25, 50, 100):
-        assert step in shares, f"step {step} never seen in the HTTPRoute: {splits}"
-    assert shares == sorted(shares), f"weights went backwards: {splits}"
+    world.then_routes({"v6": 0, "v7": 100})
+    world.then_every_step_seen()  # 10, 25, 50, 100 of the manifest, never going back
 
 
 class ReplicaRatioRouting:
@@ -153,5 +145,4 @@ def test_promotion_through_service_replica_ratio(world: World) -> None:
     advanced = [h for h in status["history"] if h.get("toStep") == 1 and h["reason"] == "StepAdvanced"]
     assert advanced, status["history"]
     assert advanced[0]["weights"] == step_1["weights"], status["history"]
-    world.wait_for("a WeightsRounded Event",
-                   lambda: any(e["reason"] == "WeightsRounded" for e in world.events()), timeout=15)
+    world.then_event("WeightsRounded", timeout=15)

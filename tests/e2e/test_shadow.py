@@ -6,17 +6,13 @@ from typing import Any
 
 import pytest
 
-from modelrollout.sim.model_server import ModelConfig
 from modelrollout.sim.world import ISTIO, World, experiment_manifest
+from support.models import fast
 
 pytestmark = pytest.mark.e2e
 
 SHADOW = {"enabled": True, "mirrorPercent": 100, "duration": "10s", "maxDivergence": 0.05,
           "divergence": {"preset": "sdk-shadow-divergence"}}
-
-
-def fast(variant: str, **kwargs: Any) -> ModelConfig:
-    return ModelConfig(variant, latency_median_ms=2.0, latency_p99_ms=10.0, seed=7, **kwargs)
 
 
 def primary_route(world: World) -> dict[str, Any]:
@@ -51,7 +47,7 @@ def test_agreeing_challenger_is_shadowed_then_promoted(world: World) -> None:
     # Then it shadows first: the challenger is mirrored, and gets no real traffic
     world.then_phase("Shadowing", timeout=30)
     world.wait_for("the mirror on", lambda: mirrored_hosts(world) == {"ranker-v7"}, 10)
-    assert world.route_weights() == {"v6": 100, "v7": 0}
+    world.then_routes({"v6": 100, "v7": 0})
     # then it progresses, with the mirror off from step 0
     world.then_phase(["Progressing", "Promoted", "RolledBack", "Failed"], timeout=90)
     assert world.phase() == "Progressing", world.describe()
@@ -60,7 +56,7 @@ def test_agreeing_challenger_is_shadowed_then_promoted(world: World) -> None:
     world.then_phase(["Promoted", "RolledBack", "Failed"], timeout=120)
     assert world.phase() == "Promoted", world.describe()
     recorder.stop()
-    assert world.route_weights() == {"v6": 0, "v7": 100}
+    world.then_routes({"v6": 0, "v7": 100})
     assert not mirrored_hosts(world)
     shares = [s["v7"] for s in recorder.splits() if sum(s.values()) == 100]
     assert shares == sorted(shares), f"weights went backwards: {recorder.splits()}"
@@ -84,5 +80,5 @@ def test_diverging_challenger_fails_the_shadow_gate(world: World) -> None:
     assert "ShadowFailed" in reasons, world.describe()
     # and no real traffic ever moved to the challenger; the mirror is off
     assert all(s["v7"] == 0 for s in recorder.splits()), recorder.splits()
-    assert world.route_weights() == {"v6": 100, "v7": 0}
+    world.then_routes({"v6": 100, "v7": 0})
     assert not mirrored_hosts(world)

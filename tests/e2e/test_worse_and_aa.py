@@ -5,17 +5,13 @@ from __future__ import annotations
 
 import pytest
 
-from modelrollout.sim.model_server import ModelConfig
 from modelrollout.sim.world import World, experiment_manifest
+from support.models import fast
 
 pytestmark = pytest.mark.e2e
 
 ALL_CHAMPION = {"v6": 100, "v7": 0}
 TERMINAL = ["Promoted", "RolledBack", "Failed"]
-
-
-def fast(variant: str, **kwargs: float) -> ModelConfig:
-    return ModelConfig(variant, latency_median_ms=2.0, latency_p99_ms=10.0, seed=7, **kwargs)
 
 
 def given_stack(world: World, champion_rate: float, challenger_rate: float) -> None:
@@ -38,14 +34,11 @@ def test_challenger_worse_on_the_primary_metric_is_rolled_back(world: World) -> 
     world.then_phase(TERMINAL, timeout=100)
     recorder.stop()
     assert world.phase() == "RolledBack", world.describe()
-    assert world.route_weights() == ALL_CHAMPION, world.describe()
+    world.then_routes(ALL_CHAMPION)
     history = world.status()["history"]
     assert history[-1]["toPhase"] == "RolledBack", history[-3:]
-    assert history[-1]["reason"] == "PrimaryWorse", history[-3:]
-    rolled_back = world.condition("RolledBack")
-    assert rolled_back is not None, world.describe()
-    assert rolled_back["status"] == "True", world.describe()
-    assert rolled_back["reason"] == "PrimaryWorse", world.describe()
+    world.then_last_history_reason("PrimaryWorse")
+    world.then_condition("RolledBack", "True", "PrimaryWorse")
     assert all(s["v7"] < 100 for s in recorder.splits()), recorder.splits()
     print(f"\nrolled back: {history[-1]['message']} numbers={history[-1].get('numbers')}")
 
@@ -63,12 +56,9 @@ def test_aa_experiment_is_not_promoted_and_ends_inconclusive(world: World) -> No
     world.then_phase(TERMINAL, timeout=110)
     recorder.stop()
     assert world.phase() == "RolledBack", world.describe()
-    assert world.route_weights() == ALL_CHAMPION, world.describe()
+    world.then_routes(ALL_CHAMPION)
     history = world.status()["history"]
     assert all(h["toPhase"] != "Promoted" for h in history), history
-    assert history[-1]["reason"] == "Inconclusive", history[-3:]
-    rolled_back = world.condition("RolledBack")
-    assert rolled_back is not None, world.describe()
-    assert rolled_back["status"] == "True", world.describe()
-    assert rolled_back["reason"] == "Inconclusive", world.describe()
+    world.then_last_history_reason("Inconclusive")
+    world.then_condition("RolledBack", "True", "Inconclusive")
     print(f"\ninconclusive: {history[-1]['message']}; splits seen: {recorder.splits()}")

@@ -1,6 +1,6 @@
 """The ModelExperiment CRD on a real kube-apiserver: it applies, the examples are accepted, every bad
-manifest of ``bad_manifests/cases.yaml`` is rejected at its field, defaults, printer columns, the
-status subresource, and the status surviving a trip through the apiserver.
+manifest of ``tests/data/bad_manifests/cases.yaml`` is rejected at its field, defaults, printer
+columns, the status subresource, and the status surviving a trip through the apiserver.
 """
 
 from __future__ import annotations
@@ -53,26 +53,14 @@ from modelrollout.api.crd import crd_document
 from modelrollout.api.status import TargetSampling
 from modelrollout.localenv.env import LocalEnv
 from modelrollout.localenv.kube import apply_crds
+from support.manifests import bad_manifests, merge_patch
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
-TABLE: dict[str, Any] = yaml.safe_load((Path(__file__).parent / "bad_manifests" / "cases.yaml").read_text())
+TABLE: dict[str, Any] = bad_manifests()
 CASES: list[dict[str, Any]] = TABLE["cases"]
-
-
-def merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7386 JSON merge patch: mappings merge, anything else replaces, null deletes."""
-    if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    merged = dict(target) if isinstance(target, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            merged.pop(key, None)
-        else:
-            merged[key] = merge_patch(merged.get(key), value)
-    return merged
 
 
 def unique(name: str) -> str:

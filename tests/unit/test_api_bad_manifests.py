@@ -1,39 +1,23 @@
 """The offline validator rejects every bad manifest of the shared table, at the apiserver's path.
 
-The same table (``tests/integration/bad_manifests/cases.yaml``) is sent to a real kube-apiserver by
+The same table (``tests/data/bad_manifests/cases.yaml``) is sent to a real kube-apiserver by
 ``tests/integration/test_crd_apiserver.py``; here the Python mirror of the CRD's rules must name the
 same field, with the same message for every CEL rule.
 """
 
 from __future__ import annotations
 
-import copy
-from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from modelrollout.api import manifest_errors
+from support.manifests import bad_manifests, merge_patch
 
 pytestmark = pytest.mark.unit
 
-CASES_FILE = Path(__file__).resolve().parents[1] / "integration" / "bad_manifests" / "cases.yaml"
-TABLE: dict[str, Any] = yaml.safe_load(CASES_FILE.read_text())
+TABLE: dict[str, Any] = bad_manifests()
 CASES: list[dict[str, Any]] = TABLE["cases"]
-
-
-def merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7386 JSON merge patch: mappings merge, anything else replaces, null deletes."""
-    if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    merged = dict(target) if isinstance(target, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            merged.pop(key, None)
-        else:
-            merged[key] = merge_patch(merged.get(key), value)
-    return merged
 
 
 def test_the_table_is_large_and_well_formed() -> None:

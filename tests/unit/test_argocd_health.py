@@ -6,7 +6,7 @@ operator-manual/health/). These tests run the real file in lupa's PUC Lua 5.1 ru
 other libraries taken away, so a script that calls ``string.format`` fails here as it would there.
 
 The objects come from the real decision procedure wherever it can write them: ``decide()`` driven
-tick by tick by the seeded world of ``test_policy_support``, the status serialised as the operator
+tick by tick by the seeded world of ``support.policy_world``, the status serialised as the operator
 writes it (camelCase, no nulls) and handed to Lua as Argo CD hands it (JSON objects as tables,
 arrays as 1-based tables). What ``decide()`` never writes (no status yet, a stale generation,
 missing or malformed fields, a phase from a newer operator) is a plain dict.
@@ -28,11 +28,11 @@ from typing import Any
 import lupa.lua51
 import pytest
 import yaml
-from test_policy_support import Experiment, World, challengers, finished, make_spec
 
 from modelrollout.api.observations import SpecError
 from modelrollout.api.status import ConditionType, Phase
 from modelrollout.policy import Rule
+from support.policy_world import Experiment, World, challengers, finished, make_spec
 
 pytestmark = pytest.mark.unit
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from test_policy_support import make_spec
 
 from modelrollout.api.observations import CounterReading, Increment, Unknown, VariantCounts
 from modelrollout.api.status import (
@@ -17,6 +16,7 @@ from modelrollout.api.status import (
     TargetSampling,
 )
 from modelrollout.policy import counts
+from support.policy_world import make_spec
 
 pytestmark = pytest.mark.unit
 

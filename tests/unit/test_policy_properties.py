@@ -24,12 +24,12 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_policy_support import Experiment, World, challengers, make_spec
 
 from modelrollout.api.observations import SpecError, Unknown
 from modelrollout.api.spec import ModelExperimentSpec
 from modelrollout.api.status import Phase, VariantDecision
 from modelrollout.policy import Decision, Rule
+from support.policy_world import Experiment, World, challengers, make_spec
 
 pytestmark = pytest.mark.unit
 

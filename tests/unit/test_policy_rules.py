@@ -11,7 +11,6 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 
 import pytest
-from test_policy_support import Experiment, World, challengers, finished, make_spec, spec_with_primary
 
 from modelrollout.api.observations import CounterReading, SpecError
 from modelrollout.api.status import (
@@ -26,6 +25,7 @@ from modelrollout.api.status import (
 )
 from modelrollout.policy import EventType, Rule, counts, decide, record_achieved, routes_for
 from modelrollout.stats.srm import srm_sequential
+from support.policy_world import Experiment, World, challengers, finished, make_spec, spec_with_primary
 
 pytestmark = pytest.mark.unit
 
@@ -67,10 +67,10 @@ def test_a_better_challenger_climbs_every_step_then_is_promoted() -> None:
     d = exp.until(finished)
     assert d.phase is Phase.PROMOTED
     assert d.rule is Rule.PRIMARY_BETTER
-    assert d.routes.weights == {"v1": 0, "v2": 100}
-    shares = exp.challenger_shares()
-    assert set(shares) == {10, 25, 50, 100}
-    assert shares == sorted(shares)  # never back, never skipping
+    exp.then_routes({"v1": 0, "v2": 100})
+    assert list(exp.spec.rollout.steps) == [10, 25, 50, 100]
+    exp.then_every_step_seen()  # each of 10, 25, 50, 100 and nothing else; never back, never skipping
+    exp.then_no_step_repeated()
     assert [h.reason for h in d.status.history] == [
         "Started",
         "StepAdvanced",
@@ -79,7 +79,7 @@ def test_a_better_challenger_climbs_every_step_then_is_promoted() -> None:
     ]
     last_step = d.status.history[-2].time
     assert d.status.history[-1].time - last_step >= timedelta(minutes=2)  # minStepDuration at 50 %
-    assert cond(d.status, ConditionType.SUCCEEDED) == ("True", "PrimaryBetter")
+    exp.then_condition(ConditionType.SUCCEEDED, "True", "PrimaryBetter")
     record = d.status.analysis
     assert record is not None
     assert record.variants["v2"].decision is VariantDecision.BETTER
@@ -121,16 +121,18 @@ def test_a_guardrail_breach_at_step_2_rolls_back_in_the_same_tick() -> None:
     d = exp.until(finished, limit=4)
     assert len(exp.decisions) - ticks_before <= 2  # one scrape + one tick of 30 s
     assert (d.phase, d.rule, d.reason) == (Phase.ROLLED_BACK, Rule.GUARDRAIL_BREACH, "GuardrailBreach")
-    assert d.routes.weights == {"v1": 100, "v2": 0}
+    exp.then_routes({"v1": 100, "v2": 0})
     assert all(
         not (v.guardrails.get("errors") and v.guardrails["errors"].breached)
         for prev in exp.decisions[:-1]
         if prev.status.analysis
         for v in prev.status.analysis.variants.values()
     )
-    assert cond(d.status, ConditionType.ROLLED_BACK) == ("True", "GuardrailBreach")
-    assert cond(d.status, ConditionType.SUCCEEDED) == ("False", "GuardrailBreach")
-    assert cond(d.status, ConditionType.STALLED) == ("True", "GuardrailBreach")  # kstatus: Failed
+    exp.then_condition(ConditionType.ROLLED_BACK, "True", "GuardrailBreach")
+    exp.then_condition(ConditionType.SUCCEEDED, "False", "GuardrailBreach")
+    exp.then_condition(ConditionType.STALLED, "True", "GuardrailBreach")  # kstatus: Failed
+    exp.then_last_history_reason("GuardrailBreach")
+    exp.then_event("GuardrailBreach")
     assert all(cond(p.status, ConditionType.STALLED) == ("False", "NotStalled") for p in exp.decisions[:-1])
     assert [(e.type, e.reason) for e in d.events] == [(EventType.WARNING, "GuardrailBreach")]
     assert d.numbers["v2.errors.pValue"] < 0.05

@@ -1,7 +1,7 @@
 """The experiment report, built from recorded runs of the real decision procedure.
 
 The recordings are generated on the fly: :func:`recorded_run` drives ``decide`` tick by tick
-against the seeded simulated world of ``test_policy_support`` (counts drawn from the routes of the
+against the seeded simulated world of ``support.policy_world`` (counts drawn from the routes of the
 last decision) and keeps a snapshot of the whole object after every tick, as ``modelrollout
 console`` records a live one. Two runs: a better challenger promoted, and an equal challenger
 rolled back when its error rate triples at step 2.
@@ -21,7 +21,13 @@ from typing import Any
 
 import pytest
 import yaml
-from test_policy_support import (
+
+from modelrollout.api.status import ModelExperimentStatus
+from modelrollout.cli import main
+from modelrollout.console.recording import Snapshot, append_snapshot
+from modelrollout.report import ReportError, ReportFiles, explain, write_report
+from modelrollout.report.timeline import format_number, format_numbers
+from support.policy_world import (
     T0,
     Experiment,
     World,
@@ -30,12 +36,6 @@ from test_policy_support import (
     make_spec,
     spec_with_primary,
 )
-
-from modelrollout.api.status import ModelExperimentStatus
-from modelrollout.cli import main
-from modelrollout.console.recording import Snapshot, append_snapshot
-from modelrollout.report import ReportError, ReportFiles, explain, write_report
-from modelrollout.report.timeline import format_number, format_numbers
 
 pytestmark = pytest.mark.unit
 

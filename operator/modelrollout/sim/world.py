@@ -25,6 +25,7 @@ import signal
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -438,6 +439,83 @@ class World:
         found = self.phase()
         assert found is not None
         return found
+
+    def then_routes(self, weights: Mapping[str, int]) -> None:
+        """The routed object holds ``weights`` now."""
+        found = self.route_weights()
+        if found != dict(weights):
+            raise ScenarioError(f"routes {found} != {dict(weights)}; {self.describe()}")
+
+    def then_condition(self, type_: str, status: str, reason: str | None = None) -> dict[str, Any]:
+        """The experiment has condition ``type_`` at ``status`` (and ``reason``, when given) now."""
+        found = self.condition(type_)
+        wrong_reason = found is not None and reason is not None and found.get("reason") != reason
+        if found is None or found.get("status") != status or wrong_reason:
+            raise ScenarioError(f"condition {type_} is {found}, not {status}/{reason}; {self.describe()}")
+        return found
+
+    def then_last_history_reason(self, reason: str) -> dict[str, Any]:
+        """The last history entry has ``reason``; returns it."""
+        history = self.status().get("history") or []
+        if not history or history[-1].get("reason") != reason:
+            raise ScenarioError(f"last history reason is not {reason}: {history[-3:]}; {self.describe()}")
+        return dict(history[-1])
+
+    def then_event(
+        self, reason: str, *, type_: str | None = None, timeout: float = 15
+    ) -> list[dict[str, Any]]:
+        """An Event with ``reason`` (and ``type_``) about the experiment, within ``timeout`` (kopf
+        posts Events in the background, shortly after the status is written); returns them all."""
+
+        def matching() -> list[dict[str, Any]]:
+            return [e for e in self.events() if e["reason"] == reason and type_ in (None, e["type"])]
+
+        self.wait_for(f"a {type_ or ''} {reason} Event".replace("  ", " "), lambda: bool(matching()), timeout)
+        return matching()
+
+    def recorded_splits(self) -> list[dict[str, int]]:
+        """The full splits (summing to 100) :meth:`record_weights` saw, and the routes now when they
+        differ from the last (the recorder may stop before its next poll sees the last change)."""
+        assert self.recorder is not None, "record_weights first"
+        splits = [s for s in self.recorder.splits() if sum(s.values()) == 100]
+        final = self.route_weights()
+        if final is not None and (not splits or splits[-1] != final):
+            splits.append(final)
+        return splits
+
+    def _steps_and_shares(self) -> tuple[list[int], list[dict[str, int]], list[int]]:
+        spec = self.experiment()["spec"]
+        champion = spec["champion"]["name"]
+        splits = self.recorded_splits()
+        shares = [sum(w for v, w in s.items() if v != champion) for s in splits]
+        return list(spec["rollout"]["steps"]), splits, shares
+
+    def then_every_step_seen(self) -> list[dict[str, int]]:
+        """The routes showed each step of the spec (the challengers' share), in order, never going
+        back; returns the recorded splits."""
+        steps, splits, shares = self._steps_and_shares()
+        for step in steps:
+            if step not in shares:
+                raise ScenarioError(f"step {step} never seen in the routes: {splits}; {self.describe()}")
+        if shares != sorted(shares):
+            raise ScenarioError(f"weights went backwards: {splits}; {self.describe()}")
+        return splits
+
+    def then_no_step_repeated(self) -> None:
+        """The routes showed each step once, in order, none skipped; the history has each
+        StepAdvanced once, for steps 1..n, and never goes back a step."""
+        steps, splits, shares = self._steps_and_shares()
+        if [s for s in shares if s > 0] != steps:
+            raise ScenarioError(f"a step was skipped or repeated: {splits}; {self.describe()}")
+        history = self.status().get("history") or []
+        advanced = Counter(h["toStep"] for h in history if h["reason"] == "StepAdvanced")
+        if not all(n == 1 for n in advanced.values()):
+            raise ScenarioError(f"a step advanced twice: {advanced}; {history}; {self.describe()}")
+        if sorted(advanced) != list(range(1, len(advanced) + 1)):
+            raise ScenarioError(f"a step was skipped: {history}; {self.describe()}")
+        to_steps = [h["toStep"] for h in history if h.get("toStep") is not None]
+        if to_steps != sorted(to_steps):
+            raise ScenarioError(f"the history went back a step: {history}; {self.describe()}")
 
     def describe(self) -> str:
         """The experiment's phase, step, weights, conditions and last history entries, for failures."""

@@ -6,20 +6,22 @@ serve that interval's requests with the routes of the last decision, builds the 
 (the counters' increments since each metric's checkpoint, as the provider reads them: one series
 per variant, sampled at every tick) and calls ``decide``. Faults are injected per tick:
 ``outage=`` (metrics that read Unknown), ``annotations=``, ``spec_errors=``, or by changing the
-world (``world.truth[...]``, ``world.loss[...]``). The tests of this module check the helpers.
+world (``world.truth[...]``, ``world.loss[...]``). ``Experiment``'s Then steps (``then_routes``,
+``then_every_step_seen``, ``then_condition``, ...) raise AssertionError with :meth:`Experiment.describe`.
+The helpers' own tests are in ``tests/unit/test_policy_world.py``.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
-import pytest
 
 from modelrollout.api.observations import (
     DIVERGENCE,
@@ -31,11 +33,9 @@ from modelrollout.api.observations import (
     VariantCounts,
 )
 from modelrollout.api.spec import ModelExperimentSpec
-from modelrollout.api.status import ModelExperimentStatus, Phase
+from modelrollout.api.status import ConditionType, ModelExperimentStatus
 from modelrollout.policy import Decision, decide
 from modelrollout.policy.counts import FIELDS
-
-pytestmark = pytest.mark.unit
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -340,6 +340,69 @@ class Experiment:
             for d in self.decisions
         ]
 
+    # ---- Then: each raises AssertionError with describe() -------------------------------------
+    def describe(self) -> str:
+        """The run so far, for failures: the last decision, its conditions, the history, the shares."""
+        if not self.decisions:
+            return "no tick yet"
+        d = self.last
+        conditions = {f"{c.type}": f"{c.status}/{c.reason}" for c in d.status.conditions}
+        history = [f"{h.to_phase}@{h.to_step}:{h.reason}" for h in d.status.history]
+        events = [f"{e.type}/{e.reason}" for x in self.decisions for e in x.events]
+        return (
+            f"after {len(self.decisions)} ticks: phase={d.phase} step={d.step} rule={d.rule} "
+            f"reason={d.reason} "
+            f"routes={d.routes.describe()} conditions={conditions} history={history[-8:]} "
+            f"events={events[-8:]} shares={self.challenger_shares()} message={d.message!r}"
+        )
+
+    def then_routes(self, weights: Mapping[str, int], mirrors: Mapping[str, int] | None = None) -> None:
+        """The last decision routes by ``weights`` (and ``mirrors``, when given)."""
+        routes = self.last.routes
+        found = dict(routes.weights)
+        assert found == dict(weights), f"routes {found} != {dict(weights)}; {self.describe()}"
+        if mirrors is not None:
+            assert dict(routes.mirrors) == dict(mirrors), f"mirrors {dict(routes.mirrors)}; {self.describe()}"
+
+    def then_every_step_seen(self) -> list[int]:
+        """The challengers' share took each step of the spec, in order, never back, and nothing else
+        (a run that climbed all the way); returns the shares."""
+        shares = self.challenger_shares()
+        steps = list(self.spec.rollout.steps)
+        assert set(shares) == set(steps), f"shares {sorted(set(shares))} != steps {steps}; {self.describe()}"
+        assert shares == sorted(shares), f"the share went back a step; {self.describe()}"
+        return shares
+
+    def then_condition(self, type_: ConditionType | str, status: str, reason: str | None = None) -> None:
+        """The last status has condition ``type_`` at ``status`` (and ``reason``, when given)."""
+        c = self.last.status.condition(ConditionType(type_))
+        assert c is not None, f"no condition {type_}; {self.describe()}"
+        assert c.status == status, f"condition {type_} is {c.status}/{c.reason}; {self.describe()}"
+        if reason is not None:
+            assert c.reason == reason, f"condition {type_} is {c.status}/{c.reason}; {self.describe()}"
+
+    def then_last_history_reason(self, reason: str) -> None:
+        history = self.last.status.history
+        assert history, f"no history; {self.describe()}"
+        assert history[-1].reason == reason, f"last history reason {history[-1].reason}; {self.describe()}"
+
+    def then_event(self, reason: str) -> None:
+        """Some tick so far emitted an Event with ``reason``."""
+        reasons = [e.reason for d in self.decisions for e in d.events]
+        assert reason in reasons, f"no {reason} Event in {reasons}; {self.describe()}"
+
+    def then_no_step_repeated(self) -> None:
+        """Each step was advanced to once, the steps advanced to are 1..n, and the history never went
+        back a step."""
+        history = self.last.status.history
+        advanced = Counter(
+            -1 if h.to_step is None else h.to_step for h in history if h.reason == "StepAdvanced"
+        )
+        assert all(n == 1 for n in advanced.values()), f"a step advanced twice: {advanced}; {self.describe()}"
+        assert sorted(advanced) == list(range(1, len(advanced) + 1)), f"a step was skipped; {self.describe()}"
+        to_steps = [h.to_step for h in history if h.to_step is not None]
+        assert to_steps == sorted(to_steps), f"the history went back a step; {self.describe()}"
+
 
 def finished(d: Decision) -> bool:
     return d.phase.terminal
@@ -349,62 +412,3 @@ def roundtrip(status: ModelExperimentStatus) -> ModelExperimentStatus:
     """The status after a trip through JSON and the apiserver (which drops nulls)."""
     dumped = json.loads(json.dumps(status.model_dump(by_alias=True, mode="json", exclude_none=True)))
     return ModelExperimentStatus.model_validate(dumped)
-
-
-# --- the helpers' own tests ------------------------------------------------------------------
-
-
-def test_world_reads_increments_since_the_checkpoint_and_is_seeded() -> None:
-    spec = make_spec()
-    a, b = World(spec, seed=7), World(spec, seed=7)
-    t1, t2 = T0 + timedelta(seconds=30), T0 + timedelta(seconds=60)
-    status = ModelExperimentStatus(started_at=T0, counted_since=T0)
-    for world in (a, b):
-        world.observations(T0, status)  # the counters at the start
-        world.serve({"v1": 90, "v2": 10}, {}, 30)
-    first = a.observations(t1, status).metrics["conversion"]
-    assert isinstance(first, CounterReading)
-    assert first.since is None
-    [inc] = first.variants["v1"].fields["trials"]
-    assert (inc.start, inc.end) == (T0.timestamp(), t1.timestamp())
-    assert inc.value > 2000
-    assert b.observations(t1, status).metrics["conversion"] == first
-    # The next reading continues from the checkpoint the policy keeps
-    a.serve({"v1": 90, "v2": 10}, {}, 30)
-    later = status.model_copy(update={"checkpoints": {"conversion": t1}})
-    second = a.observations(t2, later).metrics["conversion"]
-    assert isinstance(second, CounterReading)
-    [inc2] = second.variants["v1"].fields["trials"]
-    assert (inc2.start, inc2.end) == (t1.timestamp(), t2.timestamp())
-    assert inc2.value > 2000
-    assert a.totals["conversion"]["v1"]["trials"] == inc.value + inc2.value
-
-
-def test_a_stale_variant_reads_nothing_new_and_catches_up_later() -> None:
-    spec = make_spec()
-    world = World(spec, seed=1)
-    status = ModelExperimentStatus(started_at=T0, counted_since=T0)
-    world.observations(T0, status)
-    world.serve({"v1": 50, "v2": 50}, {}, 30)
-    t1 = T0 + timedelta(seconds=30)
-    held = world.observations(t1, status, stale={"conversion": ["v2"]}).metrics["conversion"]
-    assert isinstance(held, CounterReading)
-    assert held.variants["v2"].fields["trials"] == ()
-    assert held.variants["v2"].lag == 30.0
-    world.serve({"v1": 50, "v2": 50}, {}, 30)
-    t2 = t1 + timedelta(seconds=30)
-    later = world.observations(t2, status.model_copy(update={"checkpoints": {"conversion": t1}}))
-    reading = later.metrics["conversion"]
-    assert isinstance(reading, CounterReading)
-    [inc] = reading.variants["v2"].fields["trials"]
-    assert inc.start == T0.timestamp()
-    assert inc.value == world.totals["conversion"]["v2"]["trials"]
-
-
-def test_outage_reads_unknown_and_experiment_ticks_the_clock() -> None:
-    exp = Experiment(make_spec())
-    d = exp.tick()
-    assert d.phase is Phase.PROGRESSING
-    assert exp.now == T0 + timedelta(seconds=30)
-    obs = exp.world.observations(exp.now, outage=["conversion"])
-    assert isinstance(obs.metrics["conversion"], Unknown)
