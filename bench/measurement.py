@@ -6,7 +6,7 @@ Run on demand:  ``.venv/bin/python bench/measurement.py [--runs new baseline] [-
 What runs (on loopback; nothing is faked but the traffic):
 
 * a local control plane (kube-apiserver, etcd, the upstream Istio CRDs and the modelrollout CRD,
-  see ``modelrollout.localenv``) and the operator as its own process (``modelrollout run``);
+  see ``modelrollout.devstack.controlplane``) and the operator as its own process (``modelrollout run``);
 * one real Prometheus per scrape interval (Debian's package), each scraping the exporter of its
   group;
 * an exporter in this process: the counters of every experiment's variants,
@@ -442,10 +442,10 @@ def cpu_seconds(pid: int) -> float:
 def run_one(run: str, streams: Sequence[Stream], opts: argparse.Namespace, root: Path) -> RunResult:
     from prometheus_client import CollectorRegistry, start_http_server
 
-    from modelrollout.localenv import kube, upstream
-    from modelrollout.localenv.env import LocalEnv
-    from modelrollout.localenv.procs import ManagedProcess, free_port
-    from modelrollout.localenv.prometheus import Prometheus
+    from modelrollout.devstack.controlplane import kube, upstream
+    from modelrollout.devstack.controlplane.env import LocalEnv
+    from modelrollout.devstack.controlplane.procs import ManagedProcess, free_port
+    from modelrollout.devstack.controlplane.prometheus import Prometheus
 
     baseline = run == "baseline"
     workdir = root / run

@@ -3,7 +3,8 @@
 Run on demand:  ``.venv/bin/python bench/operator_scale.py [--n 10 100 300 1000] [--window 150]``
 
 For each N, on a fresh local control plane in a temporary folder (kube-apiserver + etcd, the
-upstream Istio CRDs and the modelrollout CRD, and a real Prometheus; see ``modelrollout.localenv``):
+upstream Istio CRDs and the modelrollout CRD, and a real Prometheus; see
+``modelrollout.devstack.controlplane``):
 
 * N experiments, spread over ``--namespaces`` namespaces, each with its own VirtualService (route
   ``primary``) and one Service per variant (no pods: the Istio router only patches the
@@ -595,7 +596,7 @@ def prom_open_connections(text: str) -> float:
 
 
 def cpu_seconds(pid: int) -> float:
-    from modelrollout.sim.stack import cpu_seconds as of_pid
+    from modelrollout.devstack.sim.stack import cpu_seconds as of_pid
 
     return of_pid(pid)
 
@@ -683,7 +684,7 @@ class Options:
 
 
 def http_text(url: str, token: str | None = None, timeout: float = 20.0) -> str | None:
-    from modelrollout.localenv.kube import http_get
+    from modelrollout.devstack.controlplane.kube import http_get
 
     try:
         status, body = http_get(url, token=token, verify=False, timeout=timeout)
@@ -711,9 +712,9 @@ def run_one(n: int, opts: Options, root: Path) -> Result:
 
     from modelrollout.api.spec import ModelExperimentSpec
     from modelrollout.api.types import parse_duration
-    from modelrollout.localenv.env import LocalEnv
-    from modelrollout.localenv.procs import ManagedProcess, free_port
-    from modelrollout.localenv.prometheus import Prometheus
+    from modelrollout.devstack.controlplane.env import LocalEnv
+    from modelrollout.devstack.controlplane.procs import ManagedProcess, free_port
+    from modelrollout.devstack.controlplane.prometheus import Prometheus
 
     workdir = root / f"n{n}"
     token = secrets.token_hex(2)

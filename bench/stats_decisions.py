@@ -38,7 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from modelrollout.simulation import Streams, decide_runs, simulate_streams
+from modelrollout.stats.montecarlo import Streams, decide_runs, simulate_streams
 from modelrollout.stats.power import sample_size_proportions
 
 FLAGGER_THRESHOLD = 5  # failed checks before rollback (Flagger's analysis.threshold)

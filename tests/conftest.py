@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-pytest_plugins = ["modelrollout.localenv.pytest_plugin"]
+pytest_plugins = ["modelrollout.devstack.controlplane.pytest_plugin"]
 
 TIERS = ("unit", "integration", "e2e")
 _tier_seconds: dict[str, float] = defaultdict(float)

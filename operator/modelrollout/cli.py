@@ -272,7 +272,7 @@ def _register_run(sub: Any) -> None:
 
 #: Modules whose ``register(subparsers)`` adds the commands for people: status, list and the manual
 #: controls; report; demo.
-PEOPLE_COMMANDS = ("modelrollout.console.cli", "modelrollout.report.cli", "modelrollout.demo.cli")
+PEOPLE_COMMANDS = ("modelrollout.console.cli", "modelrollout.report.cli", "modelrollout.devstack.demo.cli")
 
 _REGISTRARS: list[Callable[[Any], None]] = [
     _register_plan,
@@ -302,7 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
         if importlib.util.find_spec(module_name) is not None:
             importlib.import_module(module_name).register(sub)
     try:
-        from modelrollout.localenv.cli import register as register_localenv
+        from modelrollout.devstack.controlplane.cli import register as register_localenv
     except ImportError:  # the local control plane module is optional in a stripped install
         pass
     else:

@@ -1,7 +1,7 @@
 """The offline commands behind ``modelrollout plan``, ``analyze`` and ``simulate``.
 
 This module turns command-line values into calls of :mod:`modelrollout.stats` and
-:mod:`modelrollout.simulation`, and their results into the JSON documents that the CLI prints.
+:mod:`modelrollout.stats.montecarlo`, and their results into the JSON documents that the CLI prints.
 The keys of those documents are a contract (other tools parse them): add keys, never rename them.
 It is pure: no I/O, so it is tested without a subprocess.
 """
@@ -219,7 +219,7 @@ def simulate_from_args(
     power: float,
 ) -> dict[str, Any]:
     """Monte Carlo of whole experiments; ``lift`` is read with ``mde_type`` (relative or absolute)."""
-    from modelrollout import simulation
+    from modelrollout.stats import montecarlo as simulation
 
     if metric != "proportion":
         raise InvalidInputError(f"simulate supports --metric proportion only, got {metric!r}")

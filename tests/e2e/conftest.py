@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from modelrollout.localenv.env import LocalEnv
-from modelrollout.localenv.prometheus import Prometheus
-from modelrollout.sim.world import World
+from modelrollout.devstack.controlplane.env import LocalEnv
+from modelrollout.devstack.controlplane.prometheus import Prometheus
+from modelrollout.devstack.sim.world import World
 
 
 @pytest.fixture

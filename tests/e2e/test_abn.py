@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from modelrollout.sim.world import World, experiment_manifest
+from modelrollout.devstack.sim.world import World, experiment_manifest
 from support.models import fast
 
 pytestmark = pytest.mark.e2e

@@ -25,10 +25,10 @@ from typing import Any
 import pytest
 import yaml
 
-from modelrollout.localenv import build
-from modelrollout.localenv.errors import MissingPrerequisiteError
-from modelrollout.localenv.prometheus import find_prometheus
-from modelrollout.localenv.pytest_plugin import unavailable
+from modelrollout.devstack.controlplane import build
+from modelrollout.devstack.controlplane.errors import MissingPrerequisiteError
+from modelrollout.devstack.controlplane.prometheus import find_prometheus
+from modelrollout.devstack.controlplane.pytest_plugin import unavailable
 
 pytestmark = pytest.mark.e2e
 
@@ -217,8 +217,8 @@ def test_a_signal_tears_everything_down(demo: DemoRun, signum: signal.Signals, w
 def test_scenarios_match_their_example_manifests() -> None:
     """Each scenario has a valid manifest in examples/demo/ (not globbed by examples/*.yaml tests)."""
     from modelrollout.api.experiment import validate_manifest
-    from modelrollout.demo.cli import SCENARIO_NAMES
-    from modelrollout.demo.scenarios import SCENARIOS
+    from modelrollout.devstack.demo.cli import SCENARIO_NAMES
+    from modelrollout.devstack.demo.scenarios import SCENARIOS
 
     assert tuple(SCENARIOS) == SCENARIO_NAMES
     files = sorted(p.name for p in (ROOT / "examples" / "demo").glob("*.yaml"))

@@ -7,7 +7,7 @@ import time
 import pytest
 from kubernetes.client.exceptions import ApiException
 
-from modelrollout.sim.world import GROUP, ISTIO, PLURAL, VERSION, World, experiment_manifest
+from modelrollout.devstack.sim.world import GROUP, ISTIO, PLURAL, VERSION, World, experiment_manifest
 from support.models import fast
 
 pytestmark = pytest.mark.e2e

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from modelrollout.sim.world import World, experiment_manifest
+from modelrollout.devstack.sim.world import World, experiment_manifest
 from support.models import fast
 
 pytestmark = pytest.mark.e2e

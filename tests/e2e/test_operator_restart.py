@@ -8,7 +8,7 @@ from collections import Counter
 
 import pytest
 
-from modelrollout.sim.world import World, experiment_manifest
+from modelrollout.devstack.sim.world import World, experiment_manifest
 from support.models import fast
 
 pytestmark = pytest.mark.e2e

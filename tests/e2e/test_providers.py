@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from kubernetes import watch
 
-from modelrollout.sim.world import GROUP, ISTIO, PLURAL, VERSION, World, experiment_manifest
+from modelrollout.devstack.sim.world import GROUP, ISTIO, PLURAL, VERSION, World, experiment_manifest
 from support.models import fast
 
 pytestmark = pytest.mark.e2e

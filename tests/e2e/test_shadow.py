@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from modelrollout.sim.world import ISTIO, World, experiment_manifest
+from modelrollout.devstack.sim.world import ISTIO, World, experiment_manifest
 from support.models import fast
 
 pytestmark = pytest.mark.e2e

@@ -38,12 +38,12 @@ import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from modelrollout.localenv import helm
-from modelrollout.localenv.env import LocalEnv
-from modelrollout.localenv.kube import api_client, http_get, kubeconfig, write_kubeconfig
-from modelrollout.localenv.procs import ManagedProcess, free_port
-from modelrollout.localenv.prometheus import Prometheus
-from modelrollout.sim.world import experiment_manifest
+from modelrollout.devstack.controlplane import helm
+from modelrollout.devstack.controlplane.env import LocalEnv
+from modelrollout.devstack.controlplane.kube import api_client, http_get, kubeconfig, write_kubeconfig
+from modelrollout.devstack.controlplane.procs import ManagedProcess, free_port
+from modelrollout.devstack.controlplane.prometheus import Prometheus
+from modelrollout.devstack.sim.world import experiment_manifest
 
 pytestmark = pytest.mark.integration
 

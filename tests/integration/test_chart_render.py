@@ -15,8 +15,8 @@ import pytest
 import yaml
 
 from modelrollout.cli import build_parser
-from modelrollout.localenv import helm
-from modelrollout.localenv.helm import HelmError
+from modelrollout.devstack.controlplane import helm
+from modelrollout.devstack.controlplane.helm import HelmError
 
 pytestmark = pytest.mark.integration
 

@@ -32,8 +32,8 @@ from modelrollout.cli import main
 from modelrollout.console import client as console_client
 from modelrollout.console.errors import CRDNotInstalledError, ExperimentNotFoundError
 from modelrollout.console.recording import read_recording
-from modelrollout.localenv.env import LocalEnv
-from modelrollout.localenv.kube import apply_crds
+from modelrollout.devstack.controlplane.env import LocalEnv
+from modelrollout.devstack.controlplane.kube import apply_crds
 
 pytestmark = pytest.mark.integration
 

@@ -51,8 +51,8 @@ from modelrollout.api import (
 )
 from modelrollout.api.crd import crd_document
 from modelrollout.api.status import TargetSampling
-from modelrollout.localenv.env import LocalEnv
-from modelrollout.localenv.kube import apply_crds
+from modelrollout.devstack.controlplane.env import LocalEnv
+from modelrollout.devstack.controlplane.kube import apply_crds
 from support.manifests import bad_manifests, merge_patch
 
 pytestmark = pytest.mark.integration

@@ -22,11 +22,11 @@ import pytest
 from modelrollout.api import ModelExperimentSpec
 from modelrollout.api.observations import CounterReading
 from modelrollout.api.status import ModelExperimentStatus, Stratum
-from modelrollout.localenv.prometheus import Prometheus
+from modelrollout.devstack.controlplane.prometheus import Prometheus
+from modelrollout.devstack.sim.model_server import ModelConfig
+from modelrollout.devstack.sim.stack import RunningModel, SimStack, ab_model_specs
 from modelrollout.metrics import AnchorMemo, PrometheusProvider, build_counter_set
 from modelrollout.policy import counts
-from modelrollout.sim.model_server import ModelConfig
-from modelrollout.sim.stack import RunningModel, SimStack, ab_model_specs
 
 pytestmark = pytest.mark.integration
 

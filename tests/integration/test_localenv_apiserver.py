@@ -10,8 +10,8 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from modelrollout.localenv import upstream
-from modelrollout.localenv.env import LocalEnv
+from modelrollout.devstack.controlplane import upstream
+from modelrollout.devstack.controlplane.env import LocalEnv
 
 pytestmark = pytest.mark.integration
 

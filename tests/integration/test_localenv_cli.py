@@ -14,15 +14,15 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from modelrollout.localenv import build, cli
-from modelrollout.localenv.kube import api_client
-from modelrollout.localenv.procs import pid_alive, wait_ports_closed
+from modelrollout.devstack.controlplane import build, cli
+from modelrollout.devstack.controlplane.kube import api_client
+from modelrollout.devstack.controlplane.procs import pid_alive, wait_ports_closed
 
 pytestmark = pytest.mark.integration
 
 
 def run_cli(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "modelrollout.localenv.cli", "localenv", *args],
+    return subprocess.run([sys.executable, "-m", "modelrollout.devstack.controlplane.cli", "localenv", *args],
                           capture_output=True, text=True, timeout=timeout, check=False,
                           env=dict(os.environ))
 
@@ -56,7 +56,8 @@ def test_up_env_down_round_trip(localenv_binaries: build.Binaries, tmp_path: Pat
         assert "localenv: up in" in up.stderr
 
         # `eval "$(modelrollout localenv up)"` works in a real shell.
-        command = shlex.join([sys.executable, "-m", "modelrollout.localenv.cli", "localenv", "env",
+        module = "modelrollout.devstack.controlplane.cli"
+        command = shlex.join([sys.executable, "-m", module, "localenv", "env",
                               "--dir", str(state_dir)])
         shell = subprocess.run(["bash", "-c", f'eval "$({command})" && echo "$KUBECONFIG"'],
                                capture_output=True, text=True, check=True)

@@ -12,8 +12,8 @@ import pytest
 from kopf.testing import KopfRunner
 from kubernetes import client, watch
 
-from modelrollout.localenv import kube
-from modelrollout.localenv.env import LocalEnv
+from modelrollout.devstack.controlplane import kube
+from modelrollout.devstack.controlplane.env import LocalEnv
 
 pytestmark = pytest.mark.integration
 

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from modelrollout.localenv import build
-from modelrollout.localenv.env import LocalEnv
-from modelrollout.localenv.errors import BuildError, ComponentError, MissingPrerequisiteError
-from modelrollout.localenv.procs import free_port, pid_alive, port_open, wait_ports_closed
+from modelrollout.devstack.controlplane import build
+from modelrollout.devstack.controlplane.env import LocalEnv
+from modelrollout.devstack.controlplane.errors import BuildError, ComponentError, MissingPrerequisiteError
+from modelrollout.devstack.controlplane.procs import free_port, pid_alive, port_open, wait_ports_closed
 
 pytestmark = pytest.mark.integration
 
@@ -85,7 +85,7 @@ def test_missing_crd_folder_fails_before_anything_starts(localenv_binaries: buil
 
 
 def test_missing_crd_folder_from_the_variable(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from modelrollout.localenv import upstream
+    from modelrollout.devstack.controlplane import upstream
 
     monkeypatch.setenv("MODELROLLOUT_UPSTREAM_CRDS", str(tmp_path / "gone"))
     with pytest.raises(MissingPrerequisiteError, match=r"gone \(from MODELROLLOUT_UPSTREAM_CRDS\)"):
@@ -100,7 +100,8 @@ def test_needs_the_environment(localenv):
 
 @pytest.mark.parametrize(("ci", "outcome"), [("1", "failed"), ("", "skipped")])
 def test_missing_binaries_fail_in_ci_and_skip_elsewhere(tmp_path: Path, ci: str, outcome: str) -> None:
-    (tmp_path / "conftest.py").write_text('pytest_plugins = ["modelrollout.localenv.pytest_plugin"]\n')
+    plugin = "modelrollout.devstack.controlplane.pytest_plugin"
+    (tmp_path / "conftest.py").write_text(f'pytest_plugins = ["{plugin}"]\n')
     (tmp_path / "test_user.py").write_text(_FIXTURE_USER)
     env = dict(os.environ, CI=ci, MODELROLLOUT_LOCALENV_BIN_DIR=str(tmp_path / "empty"))
     proc = subprocess.run(
@@ -155,7 +156,7 @@ def test_component_that_exits_at_start_up(localenv_binaries: build.Binaries, tmp
 _CHILD = textwrap.dedent("""
     import json, sys, time
     from pathlib import Path
-    from modelrollout.localenv.env import LocalEnv
+    from modelrollout.devstack.controlplane.env import LocalEnv
     env = LocalEnv(Path(sys.argv[1]), apply_upstream_crds=False, apply_project_crds=False,
                    progress=lambda m: None)
     env.start()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from modelrollout.localenv.prometheus import Prometheus, render_config
+from modelrollout.devstack.controlplane.prometheus import Prometheus, render_config
 
 pytestmark = pytest.mark.integration
 

@@ -38,8 +38,8 @@ from modelrollout.api import ModelExperimentSpec
 from modelrollout.api.observations import CounterReading, MetricReading, SpecError, Unknown
 from modelrollout.api.spec import Prometheus as PrometheusSpec
 from modelrollout.api.status import MetricCounters
-from modelrollout.localenv.certs import make_certificates
-from modelrollout.localenv.prometheus import Prometheus
+from modelrollout.devstack.controlplane.certs import make_certificates
+from modelrollout.devstack.controlplane.prometheus import Prometheus
 from modelrollout.metrics import (
     DIVERGENCE,
     ISTIO_DURATION_BUCKETS_MS,

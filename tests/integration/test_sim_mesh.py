@@ -17,14 +17,14 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from modelrollout.localenv.env import LocalEnv
-from modelrollout.localenv.prometheus import Prometheus
+from modelrollout.devstack.controlplane.env import LocalEnv
+from modelrollout.devstack.controlplane.prometheus import Prometheus
+from modelrollout.devstack.sim.loadgen import LoadConfig, LoadReport
+from modelrollout.devstack.sim.mesh import MeshConfig
+from modelrollout.devstack.sim.model_server import ModelConfig
+from modelrollout.devstack.sim.stack import RunningMesh, RunningModel, SimStack, ab_model_specs
 from modelrollout.routing.buckets import buckets_regex
 from modelrollout.sdk import BUCKET_HEADER, bucket
-from modelrollout.sim.loadgen import LoadConfig, LoadReport
-from modelrollout.sim.mesh import MeshConfig
-from modelrollout.sim.model_server import ModelConfig
-from modelrollout.sim.stack import RunningMesh, RunningModel, SimStack, ab_model_specs
 
 pytestmark = pytest.mark.integration
 

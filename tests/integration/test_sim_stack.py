@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from modelrollout.localenv.env import LocalEnv
-from modelrollout.localenv.procs import pid_alive, port_open
-from modelrollout.sim.loadgen import LoadConfig
-from modelrollout.sim.mesh import MeshConfig
-from modelrollout.sim.model_server import ModelConfig
-from modelrollout.sim.stack import ModelSpec, SimStack, StackError, ab_model_specs
+from modelrollout.devstack.controlplane.env import LocalEnv
+from modelrollout.devstack.controlplane.procs import pid_alive, port_open
+from modelrollout.devstack.sim.loadgen import LoadConfig
+from modelrollout.devstack.sim.mesh import MeshConfig
+from modelrollout.devstack.sim.model_server import ModelConfig
+from modelrollout.devstack.sim.stack import ModelSpec, SimStack, StackError, ab_model_specs
 
 pytestmark = pytest.mark.integration
 
@@ -60,7 +60,7 @@ def test_a_component_that_cannot_start_fails_fast_with_its_log(tmp_path: Path) -
 def _bad_mesh_config() -> MeshConfig:
     # A kubeconfig that does not exist: the process exits at start, and the stack says so with the
     # log tail instead of waiting for its timeout.
-    from modelrollout.sim.mesh import Backend
+    from modelrollout.devstack.sim.mesh import Backend
 
     return MeshConfig(
         namespace="x",

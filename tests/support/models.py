@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from modelrollout.sim.model_server import ModelConfig
+from modelrollout.devstack.sim.model_server import ModelConfig
 
 
 def fast(variant: str, **kwargs: Any) -> ModelConfig:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from modelrollout.localenv import build
+from modelrollout.devstack.controlplane import build
 
 pytestmark = pytest.mark.unit
 

@@ -14,7 +14,7 @@ from kubernetes import client
 
 from modelrollout.api.observations import SpecError, Unknown
 from modelrollout.api.spec import Prometheus
-from modelrollout.localenv.procs import free_port
+from modelrollout.devstack.controlplane.procs import free_port
 from modelrollout.metrics import Credentials, aread_credentials, read_credentials
 
 pytestmark = pytest.mark.unit

@@ -27,8 +27,8 @@ from hypothesis import strategies as st
 
 from modelrollout.api import ModelExperimentSpec
 from modelrollout.api.observations import CounterReading, MetricReading, SpecError, Unknown
+from modelrollout.devstack.controlplane.procs import free_port
 from modelrollout.errors import InvalidInputError
-from modelrollout.localenv.procs import free_port
 from modelrollout.metrics import (
     DIVERGENCE,
     AnchorMemo,

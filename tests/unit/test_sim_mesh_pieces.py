@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
+from modelrollout.devstack.sim import loadgen, mesh
+from modelrollout.devstack.sim.loadgen import LoadConfig
+from modelrollout.devstack.sim.mesh import Backend, BackendMap, IstioMetrics, MeshConfig, shadow_host
+from modelrollout.devstack.sim.routes import BackendRef
 from modelrollout.sdk import bucket
-from modelrollout.sim import loadgen, mesh
-from modelrollout.sim.loadgen import LoadConfig
-from modelrollout.sim.mesh import Backend, BackendMap, IstioMetrics, MeshConfig, shadow_host
-from modelrollout.sim.routes import BackendRef
 
 pytestmark = pytest.mark.unit
 

@@ -8,8 +8,8 @@ import statistics
 
 import pytest
 
-from modelrollout.sim import model_server as ms
-from modelrollout.sim.model_server import ModelConfig
+from modelrollout.devstack.sim import model_server as ms
+from modelrollout.devstack.sim.model_server import ModelConfig
 
 pytestmark = pytest.mark.unit
 

@@ -8,9 +8,7 @@ from typing import Any
 
 import pytest
 
-from modelrollout.routing.buckets import buckets_regex
-from modelrollout.sdk import BUCKET_HEADER
-from modelrollout.sim.routes import (
+from modelrollout.devstack.sim.routes import (
     BackendRef,
     RequestInfo,
     RouteParseError,
@@ -18,6 +16,8 @@ from modelrollout.sim.routes import (
     parse_istio_host,
     parse_virtual_service,
 )
+from modelrollout.routing.buckets import buckets_regex
+from modelrollout.sdk import BUCKET_HEADER
 
 pytestmark = pytest.mark.unit
 
@@ -440,6 +440,6 @@ def test_weight_header_emulates_envoys_header_name() -> None:
 
 
 def test_empty_table_routes_nothing() -> None:
-    from modelrollout.sim.routes import RouteTable
+    from modelrollout.devstack.sim.routes import RouteTable
 
     assert RouteTable.empty("VirtualService", "ranker", "shop").select(request(), random.Random(1)) is None

@@ -15,8 +15,8 @@ import kubernetes.watch
 import pytest
 from kubernetes.client.exceptions import ApiException
 
-from modelrollout.sim.mesh import Backend, MeshConfig, RouteWatcher
-from modelrollout.sim.routes import RouteTable
+from modelrollout.devstack.sim.mesh import Backend, MeshConfig, RouteWatcher
+from modelrollout.devstack.sim.routes import RouteTable
 
 pytestmark = pytest.mark.unit
 

@@ -1,4 +1,4 @@
-"""Tests of modelrollout.simulation: stream generation, the four decision rules' operating
+"""Tests of modelrollout.stats.montecarlo: stream generation, the four decision rules' operating
 characteristics by Monte Carlo (fixed seeds, tolerances from the MC standard error), and input
 validation."""
 
@@ -10,8 +10,8 @@ import math
 import numpy as np
 import pytest
 
-from modelrollout import simulation as sim
 from modelrollout.errors import InvalidInputError
+from modelrollout.stats import montecarlo as sim
 from modelrollout.stats.sequential import tau2_for_proportions
 
 pytestmark = pytest.mark.unit

@@ -43,7 +43,7 @@ boundary). For alpha = 0.05, ``k = 8.20`` and the boundary at ``V*`` is ``|Z| >=
 
 This module tunes at ``TUNING_MULTIPLE`` times the fixed-horizon planned n, and that multiple
 is 1.0: the boundary is tightest at the planned n itself. Requirement: power >= 0.8 at effect =
-MDE with monitoring capped at twice the planned n. Measured with :mod:`modelrollout.simulation`
+MDE with monitoring capped at twice the planned n. Measured with :mod:`modelrollout.stats.montecarlo`
 (15 % baseline, 10 % relative MDE, alpha 0.05, planned n 9,257, a look every 185 per arm up to
 18,514, 4,000 runs, MC s.e. about 0.005), power / median n per arm at decision were:
 0.5x -> 0.867 / 7,955; 1x -> 0.877 / 8,140; 2x -> 0.879 / 8,695. Every multiple in that

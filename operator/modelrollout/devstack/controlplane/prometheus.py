@@ -22,9 +22,9 @@ from typing import Any
 
 import yaml
 
-from modelrollout.localenv.errors import LocalEnvError, MissingPrerequisiteError
-from modelrollout.localenv.kube import http_get
-from modelrollout.localenv.procs import ManagedProcess, free_port
+from modelrollout.devstack.controlplane.errors import LocalEnvError, MissingPrerequisiteError
+from modelrollout.devstack.controlplane.kube import http_get
+from modelrollout.devstack.controlplane.procs import ManagedProcess, free_port
 
 ENV_BINARY = "MODELROLLOUT_PROMETHEUS"
 

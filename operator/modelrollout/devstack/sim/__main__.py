@@ -1,11 +1,11 @@
-"""``python -m modelrollout.sim {model,mesh,load} ...``: run one simulated component."""
+"""``python -m modelrollout.devstack.sim {model,mesh,load} ...``: run one simulated component."""
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Sequence
 
-USAGE = "usage: python -m modelrollout.sim {model,mesh,load} [options]  (--help after the component)"
+USAGE = "usage: python -m modelrollout.devstack.sim {model,mesh,load} [options]  (--help after the component)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -16,11 +16,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     component, rest = args[0], args[1:]
     entry: Callable[[Sequence[str]], int]
     if component == "model":
-        from modelrollout.sim.model_server import main as entry
+        from modelrollout.devstack.sim.model_server import main as entry
     elif component == "mesh":
-        from modelrollout.sim.mesh import main as entry
+        from modelrollout.devstack.sim.mesh import main as entry
     elif component == "load":
-        from modelrollout.sim.loadgen import main as entry
+        from modelrollout.devstack.sim.loadgen import main as entry
     else:
         print(f"unknown component {component!r}\n{USAGE}", file=sys.stderr)
         return 2

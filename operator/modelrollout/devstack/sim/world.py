@@ -1,8 +1,8 @@
 """A whole experiment on the local stack, in Given / When / Then steps.
 
 Used by the e2e tests and by ``modelrollout demo``: the real kube-apiserver and Prometheus of
-:mod:`modelrollout.localenv`, simulated model servers and the mesh stand-in of
-:mod:`modelrollout.sim`, and the operator as a separate process (``modelrollout run``), all on
+:mod:`modelrollout.devstack.controlplane`, simulated model servers and the mesh stand-in of
+:mod:`modelrollout.devstack.sim`, and the operator as a separate process (``modelrollout run``), all on
 loopback. In the style of Argo Rollouts' e2e suite::
 
     world.given_models(ModelConfig("v6", click_rate=0.2), ModelConfig("v7", click_rate=0.3))
@@ -13,7 +13,7 @@ loopback. In the style of Argo Rollouts' e2e suite::
     world.when_experiment_applied(experiment_manifest("ranker-v7", ...))
     world.then_phase("Promoted", timeout=180)
 
-Every process belongs to the world's :class:`~modelrollout.sim.stack.SimStack` or is the operator
+Every process belongs to the world's :class:`~modelrollout.devstack.sim.stack.SimStack` or is the operator
 process, and :meth:`World.close` ends all of them, also when a test fails.
 """
 
@@ -35,13 +35,13 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from modelrollout.api.experiment import GROUP, PLURAL, VERSION
-from modelrollout.localenv.env import LocalEnv
-from modelrollout.localenv.procs import ManagedProcess
-from modelrollout.localenv.prometheus import Prometheus
-from modelrollout.sim.loadgen import LoadConfig, LoadReport
-from modelrollout.sim.mesh import MeshConfig
-from modelrollout.sim.model_server import ModelConfig
-from modelrollout.sim.stack import LoadRun, ModelSpec, RunningMesh, RunningModel, SimStack
+from modelrollout.devstack.controlplane.env import LocalEnv
+from modelrollout.devstack.controlplane.procs import ManagedProcess
+from modelrollout.devstack.controlplane.prometheus import Prometheus
+from modelrollout.devstack.sim.loadgen import LoadConfig, LoadReport
+from modelrollout.devstack.sim.mesh import MeshConfig
+from modelrollout.devstack.sim.model_server import ModelConfig
+from modelrollout.devstack.sim.stack import LoadRun, ModelSpec, RunningMesh, RunningModel, SimStack
 
 ISTIO = ("networking.istio.io", "v1", "virtualservices")
 GATEWAY = ("gateway.networking.k8s.io", "v1", "httproutes")

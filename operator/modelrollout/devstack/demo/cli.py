@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 #: The scenarios' names, kept here so building the parser imports nothing heavy; they are the keys
-#: of :data:`modelrollout.demo.scenarios.SCENARIOS`.
+#: of :data:`modelrollout.devstack.demo.scenarios.SCENARIOS`.
 SCENARIO_NAMES = ("promote", "guardrail-breach", "worse", "shadow", "abn")
 EXIT_OK, EXIT_FAILED = 0, 1
 
@@ -61,8 +61,8 @@ def _print_outcome(summary: dict[str, Any], explanation: str | None) -> None:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from modelrollout.demo.runner import DemoInterrupted, DemoRunner, ExperimentDisplay
-    from modelrollout.demo.scenarios import SCENARIOS
+    from modelrollout.devstack.demo.runner import DemoInterrupted, DemoRunner, ExperimentDisplay
+    from modelrollout.devstack.demo.scenarios import SCENARIOS
 
     scenario = SCENARIOS[args.scenario]
     as_json = args.output == "json"

@@ -16,9 +16,9 @@ from typing import Any
 
 import yaml
 
-from modelrollout.localenv.certs import Certificates
-from modelrollout.localenv.errors import LocalEnvError
-from modelrollout.localenv.procs import ManagedProcess, free_port
+from modelrollout.devstack.controlplane.certs import Certificates
+from modelrollout.devstack.controlplane.errors import LocalEnvError
+from modelrollout.devstack.controlplane.procs import ManagedProcess, free_port
 
 ADMIN_USER = "localenv-admin"
 UNPRIVILEGED_USER = "localenv-user"

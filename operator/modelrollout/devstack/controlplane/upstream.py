@@ -21,8 +21,8 @@ from typing import Any
 
 import yaml
 
-from modelrollout.localenv.errors import MissingPrerequisiteError
-from modelrollout.localenv.paths import cache_root, source_root
+from modelrollout.devstack.controlplane.errors import MissingPrerequisiteError
+from modelrollout.devstack.controlplane.paths import cache_root, source_root
 
 _LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 

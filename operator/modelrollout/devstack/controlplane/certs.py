@@ -11,7 +11,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from modelrollout.localenv.errors import LocalEnvError, MissingPrerequisiteError
+from modelrollout.devstack.controlplane.errors import LocalEnvError, MissingPrerequisiteError
 
 _SERVER_EXT = """\
 basicConstraints = critical, CA:FALSE

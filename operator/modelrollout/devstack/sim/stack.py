@@ -1,6 +1,6 @@
 """Start and stop the simulated e2e stack: model servers, the mesh stand-in and load runs.
 
-Every component is its own process (``python -m modelrollout.sim.<component>``) in its own
+Every component is its own process (``python -m modelrollout.devstack.sim.<component>``) in its own
 process group, bound to 127.0.0.1 on a port the kernel picks (the child writes the port to a
 ready file, so there is no race for a port chosen in advance), with its log in ``workdir``.
 :class:`SimStack` starts them, waits until they answer, and stops all of them -- and checks that
@@ -37,14 +37,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from modelrollout.localenv.procs import ManagedProcess, wait_ports_closed
-from modelrollout.sim.common import LOOPBACK
-from modelrollout.sim.loadgen import LoadConfig, LoadReport
-from modelrollout.sim.mesh import Backend, MeshConfig
-from modelrollout.sim.model_server import ModelConfig
+from modelrollout.devstack.controlplane.procs import ManagedProcess, wait_ports_closed
+from modelrollout.devstack.sim.common import LOOPBACK
+from modelrollout.devstack.sim.loadgen import LoadConfig, LoadReport
+from modelrollout.devstack.sim.mesh import Backend, MeshConfig
+from modelrollout.devstack.sim.model_server import ModelConfig
 
 if TYPE_CHECKING:
-    from modelrollout.localenv.prometheus import Prometheus
+    from modelrollout.devstack.controlplane.prometheus import Prometheus
 
 MODELS_JOB = "sim-models"
 MESH_JOB = "sim-mesh"
@@ -68,7 +68,7 @@ def _http(method: str, url: str, body: Mapping[str, Any] | None = None,
 
 def _package_root() -> str:
     """The folder that holds the ``modelrollout`` package (for the children's PYTHONPATH)."""
-    return str(Path(__file__).resolve().parents[2])
+    return str(Path(__file__).resolve().parents[3])
 
 
 def cpu_seconds(pid: int) -> float:
@@ -296,7 +296,7 @@ class SimStack:
         started = []
         for spec in specs:
             name = f"model-{spec.config.variant}"
-            proc, ready = self._spawn(name, "modelrollout.sim.model_server",
+            proc, ready = self._spawn(name, "modelrollout.devstack.sim.model_server",
                                       ["--variant", spec.config.variant, "--port", "0",
                                        "--config-json", json.dumps(spec.config.to_dict())])
             started.append((spec, proc, ready))
@@ -317,7 +317,7 @@ class SimStack:
         model.process.stop(timeout=5.0)
         wait_ports_closed([model.port], timeout=10.0)
         spec = model.spec
-        proc, ready = self._spawn(f"model-{spec.config.variant}", "modelrollout.sim.model_server",
+        proc, ready = self._spawn(f"model-{spec.config.variant}", "modelrollout.devstack.sim.model_server",
                                   ["--variant", spec.config.variant, "--port", str(model.port),
                                    "--config-json", json.dumps(spec.config.to_dict())])
         self._wait_ready(proc, ready, lambda i: f"http://{LOOPBACK}:{i['port']}/healthz")
@@ -334,7 +334,7 @@ class SimStack:
         self._counter += 1
         config_path = self.workdir / f"mesh.{self._counter}.config.json"
         config_path.write_text(json.dumps(config.to_json(), indent=1))
-        proc, ready = self._spawn("mesh", "modelrollout.sim.mesh",
+        proc, ready = self._spawn("mesh", "modelrollout.devstack.sim.mesh",
                                   ["--config", str(config_path), "--port", "0", "--admin-port", "0"])
         info = self._wait_ready(proc, ready, lambda i: f"http://{LOOPBACK}:{i['admin_port']}/healthz")
         mesh = RunningMesh(config, int(info["port"]), int(info["admin_port"]), proc)
@@ -346,7 +346,7 @@ class SimStack:
         self._counter += 1
         report = self.workdir / f"load.{self._counter}.report.json"
         report.unlink(missing_ok=True)
-        argv = [self.python, "-m", "modelrollout.sim.loadgen", "--config-json",
+        argv = [self.python, "-m", "modelrollout.devstack.sim.loadgen", "--config-json",
                 json.dumps(dataclasses.asdict(config)), "--report", str(report)]
         proc = ManagedProcess("loadgen", argv, self.workdir / "loadgen.log", env=self._env(),
                               cwd=self.workdir)

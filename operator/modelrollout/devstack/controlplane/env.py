@@ -19,12 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from modelrollout.localenv import build, kube, upstream
-from modelrollout.localenv.certs import make_certificates
-from modelrollout.localenv.errors import LocalEnvError, MissingPrerequisiteError
-from modelrollout.localenv.paths import project_crd_dir
-from modelrollout.localenv.procs import ManagedProcess, kill_group, pid_runs, wait_ports_closed
-from modelrollout.localenv.prometheus import Prometheus
+from modelrollout.devstack.controlplane import build, kube, upstream
+from modelrollout.devstack.controlplane.certs import make_certificates
+from modelrollout.devstack.controlplane.errors import LocalEnvError, MissingPrerequisiteError
+from modelrollout.devstack.controlplane.paths import project_crd_dir
+from modelrollout.devstack.controlplane.procs import ManagedProcess, kill_group, pid_runs, wait_ports_closed
+from modelrollout.devstack.controlplane.prometheus import Prometheus
 
 Progress = Callable[[str], None]
 STATE_FILE = "state.json"

@@ -21,7 +21,7 @@ def source_root() -> Path | None:
     ``$MODELROLLOUT_SOURCE_ROOT`` overrides the guess (the checkout that contains this package).
     """
     explicit = os.environ.get("MODELROLLOUT_SOURCE_ROOT")
-    candidates = [Path(explicit)] if explicit else [_PACKAGE_DIR.parents[2], Path.cwd()]
+    candidates = [Path(explicit)] if explicit else [_PACKAGE_DIR.parents[3], Path.cwd()]
     for root in candidates:
         if (root / "tools" / "kubebin" / "go.mod").is_file():
             return root.resolve()
@@ -32,7 +32,7 @@ def default_state_dir() -> Path:
     """Where ``modelrollout localenv up`` keeps its state, logs and data.
 
     ``$MODELROLLOUT_LOCALENV_DIR`` if set; else ``.localenv/`` in the source checkout; else
-    ``$XDG_STATE_HOME/modelrollout/localenv`` (``~/.local/state/...``).
+    ``$XDG_STATE_HOME/modelrollout/devstack/controlplane`` (``~/.local/state/...``).
     """
     explicit = os.environ.get("MODELROLLOUT_LOCALENV_DIR")
     if explicit:

@@ -1,9 +1,9 @@
 """Run one demo scenario end to end on a private local stack, then tear all of it down.
 
 The stack is the e2e tests' own: a kube-apiserver + etcd and a Prometheus from
-:mod:`modelrollout.localenv` (started in a fresh temporary folder on ports the kernel picks, so
+:mod:`modelrollout.devstack.controlplane` (started in a fresh temporary folder on ports the kernel picks, so
 another local environment on the machine is left alone), and the simulated model servers, the
-mesh stand-in, the load generator and the operator process of :class:`~modelrollout.sim.world.World`.
+mesh stand-in, the load generator and the operator process of :class:`~modelrollout.devstack.sim.world.World`.
 The experiment is the scenario's file in ``examples/demo/`` with only its namespace and
 Prometheus address made local.
 
@@ -36,7 +36,7 @@ from typing import Any, TextIO
 
 import yaml
 
-from modelrollout.demo.scenarios import (
+from modelrollout.devstack.demo.scenarios import (
     TERMINAL_PHASES,
     Incident,
     Scenario,
@@ -257,7 +257,7 @@ def child_pids(parent: int | None = None) -> list[int]:
 
 def stop_leftover_children(progress: Progress) -> list[int]:
     """End any child of this process still running (each leads its own process group)."""
-    from modelrollout.localenv.procs import kill_group
+    from modelrollout.devstack.controlplane.procs import kill_group
 
     leftovers = child_pids()
     for pid in leftovers:
@@ -353,10 +353,10 @@ class DemoRunner:
             self._guard.check()
 
     def _run(self, result: DemoResult) -> None:
-        from modelrollout.localenv import build
-        from modelrollout.localenv.env import LocalEnv
-        from modelrollout.localenv.kube import api_client
-        from modelrollout.localenv.paths import cache_root
+        from modelrollout.devstack.controlplane import build
+        from modelrollout.devstack.controlplane.env import LocalEnv
+        from modelrollout.devstack.controlplane.kube import api_client
+        from modelrollout.devstack.controlplane.paths import cache_root
 
         scenario = self.scenario
         example = scenario.example_path()
@@ -413,7 +413,7 @@ class DemoRunner:
             client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
 
     def _start_world(self, env: Any, prometheus: Any) -> Any:
-        from modelrollout.sim.world import World
+        from modelrollout.devstack.sim.world import World
 
         scenario = self.scenario
         world = World(env, prometheus, self._api, DEMO_NAMESPACE, self._world_dir(), python=self.python)

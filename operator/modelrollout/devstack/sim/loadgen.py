@@ -15,7 +15,7 @@ variant (the ``variant`` field of the JSON answer), by HTTP status and by both, 
 errors, latency percentiles, its own CPU time, and -- for stickiness checks -- the users who were
 served by more than one variant (and, with ``record_users``, each user's variants).
 
-Run: ``python -m modelrollout.sim.loadgen --url http://127.0.0.1:8080/predict --users 1000
+Run: ``python -m modelrollout.devstack.sim.loadgen --url http://127.0.0.1:8080/predict --users 1000
 --rps 300 --duration 20 --report load.json``.
 """
 
@@ -284,7 +284,7 @@ def _report(config: LoadConfig, tally: _Tally, sent: int, elapsed: float, stoppe
 
 # ---- command line -----------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m modelrollout.sim.loadgen",
+    parser = argparse.ArgumentParser(prog="python -m modelrollout.devstack.sim.loadgen",
                                      description="Bounded load of simulated users on a loopback URL.")
     parser.add_argument("--url", help="target URL, e.g. http://127.0.0.1:8080/predict")
     parser.add_argument("--config-json", help="a JSON object of LoadConfig fields (flags override it)")

@@ -10,7 +10,7 @@ behaves the way the operator needs to rely on:
   watch from that resourceVersion; a new list on ``410 Gone``; reconnects with back-off on any
   error) and routes by the object's live content; a change applies as soon as the watch event
   arrives (well under a second on loopback). A deleted or missing object routes nothing (404).
-* Routing as described in :mod:`modelrollout.sim.routes`: header/path/method/query matches
+* Routing as described in :mod:`modelrollout.devstack.sim.routes`: header/path/method/query matches
   (``exact``, ``prefix``, ``regex``, presence, ``withoutHeaders``), weights per request,
   Istio subsets, ``mirror``/``mirrors`` with percentages and Gateway API ``RequestMirror``
   filters. The bucket header is honoured through header matches, which is how the operator
@@ -52,7 +52,7 @@ backend map), hostnames and parentRefs, HTTP/2 and gRPC, request/response size m
 metrics. Conditions it cannot evaluate (``sourceLabels``, ``gateways``, ...) are ignored and
 listed in ``/routes``.
 
-Run: ``python -m modelrollout.sim.mesh --kubeconfig admin.kubeconfig --namespace shop
+Run: ``python -m modelrollout.devstack.sim.mesh --kubeconfig admin.kubeconfig --namespace shop
 --virtual-service ranker --backend ranker-v6=http://127.0.0.1:8001,variant=v6 --backend
 ranker-v7=http://127.0.0.1:8002,variant=v7 --port 0 --admin-port 0 --ready-file mesh.json``
 (or ``--config mesh.json`` with the fields of :class:`MeshConfig`).
@@ -80,8 +80,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from modelrollout.sdk.shadow import ShadowComparator
-from modelrollout.sim.common import (
+from modelrollout.devstack.sim.common import (
     LOOPBACK,
     json_response,
     run_service,
@@ -89,7 +88,7 @@ from modelrollout.sim.common import (
     wait_for_shutdown_signal,
     write_ready_file,
 )
-from modelrollout.sim.routes import (
+from modelrollout.devstack.sim.routes import (
     BackendRef,
     Mirror,
     RequestInfo,
@@ -97,6 +96,7 @@ from modelrollout.sim.routes import (
     RouteTable,
     parse_route_object,
 )
+from modelrollout.sdk.shadow import ShadowComparator
 
 ISTIO_LABELS = (
     "reporter",
@@ -598,7 +598,7 @@ class Mesh:
 
 # ---- command line -----------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m modelrollout.sim.mesh",
+    parser = argparse.ArgumentParser(prog="python -m modelrollout.devstack.sim.mesh",
                                      description="The mesh stand-in (plays Envoy's part) on loopback.")
     parser.add_argument("--config", type=Path, help="a JSON file with the fields of MeshConfig")
     parser.add_argument("--kubeconfig", help="kubeconfig of the apiserver to watch (default: $KUBECONFIG)")

@@ -7,9 +7,9 @@ import json
 import sys
 from pathlib import Path
 
-from modelrollout.localenv import build, env
-from modelrollout.localenv.errors import LocalEnvError
-from modelrollout.localenv.paths import default_state_dir
+from modelrollout.devstack.controlplane import build, env
+from modelrollout.devstack.controlplane.errors import LocalEnvError
+from modelrollout.devstack.controlplane.paths import default_state_dir
 
 
 def _err(message: str) -> None:
@@ -81,7 +81,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
     def with_dir(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         p.add_argument("--dir", help="state folder (default: $MODELROLLOUT_LOCALENV_DIR, or .localenv/ "
-                                     "in the checkout, or ~/.local/state/modelrollout/localenv)")
+                                     "in the checkout, or ~/.local/state/modelrollout/devstack/controlplane)")
         return p
 
     p_up = with_dir(sub.add_parser(
@@ -112,7 +112,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry point (``python -m modelrollout.localenv.cli``), same commands."""
+    """Stand-alone entry point (``python -m modelrollout.devstack.controlplane.cli``), same commands."""
     parser = argparse.ArgumentParser(prog="modelrollout")
     register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)

@@ -28,8 +28,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from modelrollout.localenv.errors import BuildError, MissingPrerequisiteError
-from modelrollout.localenv.paths import cache_root, source_root
+from modelrollout.devstack.controlplane.errors import BuildError, MissingPrerequisiteError
+from modelrollout.devstack.controlplane.paths import cache_root, source_root
 
 Progress = Callable[[str], None]
 

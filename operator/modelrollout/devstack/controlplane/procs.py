@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import cast
 
-from modelrollout.localenv.errors import ComponentError
+from modelrollout.devstack.controlplane.errors import ComponentError
 
 _LIVE: dict[int, ManagedProcess] = {}
 _LIVE_LOCK = threading.Lock()

@@ -1,6 +1,6 @@
 """Session-scoped pytest fixtures on a real kube-apiserver, etcd and Prometheus.
 
-Enable with ``pytest_plugins = ["modelrollout.localenv.pytest_plugin"]`` in a conftest.
+Enable with ``pytest_plugins = ["modelrollout.devstack.controlplane.pytest_plugin"]`` in a conftest.
 
 When the binaries, Prometheus or the upstream CRDs are missing, a fixture *fails* the test with
 a message that says what is missing and how to get it if ``$CI`` is set, and skips it (with the
@@ -8,7 +8,7 @@ same message) otherwise. A component that does not start is always an error.
 
 Fixtures:
 
-``localenv``            the running :class:`~modelrollout.localenv.env.LocalEnv` (session)
+``localenv``            the running :class:`~modelrollout.devstack.controlplane.env.LocalEnv` (session)
 ``helm_binary``         the path of the locally built helm (session; needs no apiserver)
 ``localenv_prometheus`` its Prometheus, started on first use (session)
 ``prometheus``          the same Prometheus, with every scrape target removed after the test
@@ -31,11 +31,11 @@ from typing import Any, NoReturn
 
 import pytest
 
-from modelrollout.localenv import build
-from modelrollout.localenv.env import LocalEnv
-from modelrollout.localenv.errors import MissingPrerequisiteError
-from modelrollout.localenv.kube import api_client
-from modelrollout.localenv.prometheus import Prometheus
+from modelrollout.devstack.controlplane import build
+from modelrollout.devstack.controlplane.env import LocalEnv
+from modelrollout.devstack.controlplane.errors import MissingPrerequisiteError
+from modelrollout.devstack.controlplane.kube import api_client
+from modelrollout.devstack.controlplane.prometheus import Prometheus
 
 
 def in_ci() -> bool:

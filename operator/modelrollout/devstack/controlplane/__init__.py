@@ -7,15 +7,15 @@ Everything listens on loopback ports and is stopped by PID.
 
 from __future__ import annotations
 
-from modelrollout.localenv.build import Binaries, build_all, locate
-from modelrollout.localenv.env import Endpoints, LocalEnv, down, read_state, up
-from modelrollout.localenv.errors import (
+from modelrollout.devstack.controlplane.build import Binaries, build_all, locate
+from modelrollout.devstack.controlplane.env import Endpoints, LocalEnv, down, read_state, up
+from modelrollout.devstack.controlplane.errors import (
     BuildError,
     ComponentError,
     LocalEnvError,
     MissingPrerequisiteError,
 )
-from modelrollout.localenv.prometheus import Prometheus
+from modelrollout.devstack.controlplane.prometheus import Prometheus
 
 __all__ = [
     "Binaries",

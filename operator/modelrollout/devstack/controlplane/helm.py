@@ -1,4 +1,4 @@
-"""Run the locally built helm (:func:`modelrollout.localenv.build.locate_helm`) on a chart.
+"""Run the locally built helm (:func:`modelrollout.devstack.controlplane.build.locate_helm`) on a chart.
 
 Used by the tests of ``charts/modelrollout``: :func:`template` renders the chart into its objects
 (parsed YAML documents), :func:`lint` runs ``helm lint``, :func:`install` and :func:`uninstall`
@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from modelrollout.localenv.errors import LocalEnvError
+from modelrollout.devstack.controlplane.errors import LocalEnvError
 
 
 class HelmError(LocalEnvError):

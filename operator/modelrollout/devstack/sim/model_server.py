@@ -36,7 +36,7 @@ These series exist at zero from the start, so ``increase()`` sees the first even
 of fields to change (``{"error_rate": 0.2}``) applies them to the next request -- the e2e tests
 start a guardrail breach at a known time this way.
 
-Run: ``python -m modelrollout.sim.model_server --variant v7 --port 0 --ready-file ready.json
+Run: ``python -m modelrollout.devstack.sim.model_server --variant v7 --port 0 --ready-file ready.json
 --error-rate 0.01 --latency-median-ms 5 --latency-p99-ms 25 --click-rate 0.12``.
 """
 
@@ -59,7 +59,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Summary, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from modelrollout.sim.common import (
+from modelrollout.devstack.sim.common import (
     LOOPBACK,
     json_response,
     run_service,
@@ -368,7 +368,7 @@ def config_from_args(args: argparse.Namespace) -> ModelConfig:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m modelrollout.sim.model_server",
+    parser = argparse.ArgumentParser(prog="python -m modelrollout.devstack.sim.model_server",
                                      description="A simulated model server on loopback.")
     parser.add_argument("--port", type=int, default=0, help="TCP port on 127.0.0.1 (0: any free port)")
     parser.add_argument("--ready-file", type=Path, help="write {port, pid} here once serving")

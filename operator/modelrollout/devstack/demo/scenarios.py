@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from modelrollout.localenv.paths import source_root
-from modelrollout.sim.model_server import ModelConfig
+from modelrollout.devstack.controlplane.paths import source_root
+from modelrollout.devstack.sim.model_server import ModelConfig
 
 TERMINAL_PHASES = ("Promoted", "RolledBack", "Failed")
 
