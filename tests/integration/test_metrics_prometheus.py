@@ -35,7 +35,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from modelrollout.api import ModelExperimentSpec
-from modelrollout.api.observations import CounterReading, MetricReading, SpecError, Unknown
+from modelrollout.api.observations import CounterReading, MetricReading, SpecProblem, Unknown
 from modelrollout.api.spec import Prometheus as PrometheusSpec
 from modelrollout.api.status import MetricCounters
 from modelrollout.devstack.controlplane.certs import make_certificates
@@ -606,13 +606,13 @@ def test_credential_errors_name_the_field(k8s_admin: Any, namespace: str, tmp_pa
         return read_credentials(core, namespace, PrometheusSpec.model_validate({"address": address, **refs}))
 
     assert read() == Credentials()
-    assert read(bearerTokenSecretRef={"name": "missing", "key": "token"}) == [SpecError(
+    assert read(bearerTokenSecretRef={"name": "missing", "key": "token"}) == [SpecProblem(
         "spec.metrics.prometheus.bearerTokenSecretRef",
         f"Secret {namespace}/missing does not exist: create it with the key token, or fix the name")]
-    assert read(bearerTokenSecretRef={"name": "empty", "key": "tok"}) == [SpecError(
+    assert read(bearerTokenSecretRef={"name": "empty", "key": "tok"}) == [SpecProblem(
         "spec.metrics.prometheus.bearerTokenSecretRef",
         f"Secret {namespace}/empty has no key tok (keys: token)")]
-    assert read(bearerTokenSecretRef={"name": "empty", "key": "token"}) == [SpecError(
+    assert read(bearerTokenSecretRef={"name": "empty", "key": "token"}) == [SpecProblem(
         "spec.metrics.prometheus.bearerTokenSecretRef",
         f"the bearer token in Secret {namespace}/empty key token is empty")]
     found = read(bearerTokenSecretRef={"name": "two-lines", "key": "token"}, caSecretRef={"name": "not-pem",
@@ -621,7 +621,7 @@ def test_credential_errors_name_the_field(k8s_admin: Any, namespace: str, tmp_pa
                                        "spec.metrics.prometheus.caSecretRef"]
     assert "one line" in found[0].message
     assert "no PEM certificate" in found[1].message
-    assert read(caConfigMapRef={"name": "missing", "key": "ca.crt"}) == [SpecError(
+    assert read(caConfigMapRef={"name": "missing", "key": "ca.crt"}) == [SpecProblem(
         "spec.metrics.prometheus.caConfigMapRef",
         f"ConfigMap {namespace}/missing does not exist: create it with the key ca.crt, or fix the name")]
     binary = read(caConfigMapRef={"name": "binary-ca", "key": "ca.crt"})

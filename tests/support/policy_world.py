@@ -28,7 +28,7 @@ from modelrollout.api.observations import (
     CounterReading,
     Increment,
     Observations,
-    SpecError,
+    SpecProblem,
     Unknown,
     VariantCounts,
 )
@@ -198,7 +198,7 @@ class World:
         outage: Iterable[str] = (),
         stale: Mapping[str, Iterable[str]] | None = None,
         annotations: Mapping[str, str] | None = None,
-        spec_errors: tuple[SpecError, ...] = (),
+        spec_errors: tuple[SpecProblem, ...] = (),
         generation: int = 1,
     ) -> Observations:
         """What the provider would read at ``at``, for a policy whose memory is ``status``: each

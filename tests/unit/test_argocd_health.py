@@ -29,7 +29,7 @@ import lupa.lua51
 import pytest
 import yaml
 
-from modelrollout.api.observations import SpecError
+from modelrollout.api.observations import SpecProblem
 from modelrollout.api.status import ConditionType, Phase
 from modelrollout.policy import Rule
 from support.policy_world import Experiment, World, challengers, finished, make_spec
@@ -188,7 +188,7 @@ def variants_changed() -> Experiment:
 @functools.cache
 def invalid_while_pending() -> Experiment:
     exp = Experiment(make_spec())
-    exp.tick(spec_errors=(SpecError("spec.challengers[0].service", "Service model-v2 not found"),))
+    exp.tick(spec_errors=(SpecProblem("spec.challengers[0].service", "Service model-v2 not found"),))
     return exp
 
 
@@ -196,7 +196,7 @@ def invalid_while_pending() -> Experiment:
 def invalid_while_running() -> Experiment:
     exp = better()
     exp.ticks(2)
-    exp.tick(spec_errors=(SpecError("spec.metrics.primary.trials", "the PromQL does not parse"),))
+    exp.tick(spec_errors=(SpecProblem("spec.metrics.primary.trials", "the PromQL does not parse"),))
     return exp
 
 
@@ -331,7 +331,7 @@ def test_an_invalid_spec_is_degraded_naming_the_field(name: str, prefix: str, pa
 
 def test_an_invalid_spec_fixed_is_progressing_again() -> None:
     exp = Experiment(make_spec())
-    exp.tick(spec_errors=(SpecError("spec.challengers[0].service", "Service model-v2 not found"),))
+    exp.tick(spec_errors=(SpecProblem("spec.challengers[0].service", "Service model-v2 not found"),))
     assert argocd_health(experiment_object(exp)).status == "Degraded"
     exp.tick()
     assert argocd_health(experiment_object(exp)).status == "Progressing"

@@ -10,7 +10,7 @@ from scipy import integrate, special, stats
 
 from modelrollout.errors import InvalidInputError
 from modelrollout.stats.bayes import BayesResult, beta_binomial, decide, normal_means
-from modelrollout.stats.results import Decision, Interval
+from modelrollout.stats.results import Interval, Verdict
 
 pytestmark = pytest.mark.unit
 
@@ -119,8 +119,8 @@ def test_direction_decrease_swaps_the_roles() -> None:
     assert down.expected_loss_treatment == pytest.approx(up.expected_loss_control, abs=1e-12)
     assert down.expected_loss_control == pytest.approx(up.expected_loss_treatment, abs=1e-12)
     assert down.probability_better > 0.98
-    assert down.decision() is Decision.ROLLOUT_CHALLENGER
-    assert up.decision() is Decision.KEEP_CHAMPION
+    assert down.decision() is Verdict.ROLLOUT_CHALLENGER
+    assert up.decision() is Verdict.KEEP_CHAMPION
 
 
 def test_credible_level_changes_the_interval() -> None:
@@ -188,20 +188,20 @@ def _with(p_better: float, loss: float) -> BayesResult:
 
 
 def test_decide_rules() -> None:
-    assert decide(_with(0.96, 0.001)) is Decision.ROLLOUT_CHALLENGER
-    assert decide(_with(0.96, 0.001), loss_tolerance=0.0005) is Decision.INCONCLUSIVE
-    assert decide(_with(0.95, 0.0)) is Decision.ROLLOUT_CHALLENGER  # boundary: >= threshold
-    assert decide(_with(0.05, 0.0)) is Decision.KEEP_CHAMPION  # boundary: <= 1 - threshold
-    assert decide(_with(0.5, 0.0)) is Decision.INCONCLUSIVE
-    assert decide(_with(0.97, 0.0), threshold=0.99) is Decision.INCONCLUSIVE
-    assert _with(0.02, 0.1).decision() is Decision.KEEP_CHAMPION
+    assert decide(_with(0.96, 0.001)) is Verdict.ROLLOUT_CHALLENGER
+    assert decide(_with(0.96, 0.001), loss_tolerance=0.0005) is Verdict.INCONCLUSIVE
+    assert decide(_with(0.95, 0.0)) is Verdict.ROLLOUT_CHALLENGER  # boundary: >= threshold
+    assert decide(_with(0.05, 0.0)) is Verdict.KEEP_CHAMPION  # boundary: <= 1 - threshold
+    assert decide(_with(0.5, 0.0)) is Verdict.INCONCLUSIVE
+    assert decide(_with(0.97, 0.0), threshold=0.99) is Verdict.INCONCLUSIVE
+    assert _with(0.02, 0.1).decision() is Verdict.KEEP_CHAMPION
 
 
 def test_end_to_end_decision_on_real_counts() -> None:
     clear = beta_binomial(1500, 10_000, 1700, 10_000)
     assert clear.probability_better > 0.999
-    assert clear.decision(loss_tolerance=1e-4) is Decision.ROLLOUT_CHALLENGER
-    assert beta_binomial(1500, 10_000, 1510, 10_000).decision() is Decision.INCONCLUSIVE
+    assert clear.decision(loss_tolerance=1e-4) is Verdict.ROLLOUT_CHALLENGER
+    assert beta_binomial(1500, 10_000, 1510, 10_000).decision() is Verdict.INCONCLUSIVE
 
 
 # --- validation ------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ import kopf
 import pytest
 import yaml
 
-from modelrollout.api.observations import SpecError, Unknown
+from modelrollout.api.observations import SpecProblem, Unknown
 from modelrollout.api.spec import KeySelector, ModelExperimentSpec
 from modelrollout.controller.kube import StatusConflictError, traffic_target
 from modelrollout.controller.observe import ProviderOrReason
@@ -87,11 +87,13 @@ class FakeCluster:
 
     journal: Journal
     conflict: bool = False
-    reference_errors: list[SpecError] = field(default_factory=list)
+    reference_errors: list[SpecProblem] = field(default_factory=list)
     status: dict[str, Any] = field(default_factory=dict)
     messages: dict[str, str] = field(default_factory=dict)
 
-    def check_references(self, spec: ModelExperimentSpec, namespace: str, router: Router) -> list[SpecError]:
+    def check_references(
+        self, spec: ModelExperimentSpec, namespace: str, router: Router
+    ) -> list[SpecProblem]:
         return list(self.reference_errors)
 
     def traffic_target(self, spec: ModelExperimentSpec, namespace: str) -> TrafficTarget:
@@ -109,7 +111,9 @@ class FakeCluster:
             else:
                 self.status[key] = value
 
-    def read_key(self, kind: str, namespace: str, ref: KeySelector, path: str) -> bytes | SpecError | Unknown:
+    def read_key(
+        self, kind: str, namespace: str, ref: KeySelector, path: str
+    ) -> bytes | SpecProblem | Unknown:
         raise AssertionError("no notification sinks in these tests")
 
     def emit(self, body: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
@@ -221,7 +225,9 @@ def test_the_reason_credentials_cannot_be_read_reaches_the_condition() -> None:
 
 def test_a_spec_error_found_in_the_cluster_moves_no_traffic() -> None:
     f = Fixture()
-    f.cluster.reference_errors = [SpecError("spec.champion.service", "Service shop/model-v1 does not exist")]
+    f.cluster.reference_errors = [
+        SpecProblem("spec.champion.service", "Service shop/model-v1 does not exist")
+    ]
     decision = f.tick()
     assert "apply" not in f.journal.entries
     assert decision.phase.value == "Pending"

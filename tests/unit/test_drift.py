@@ -18,7 +18,7 @@ from modelrollout.stats.drift import (
     ks_binned,
     ks_two_sample,
 )
-from modelrollout.stats.results import Decision
+from modelrollout.stats.results import Verdict
 
 pytestmark = pytest.mark.unit
 
@@ -156,10 +156,10 @@ def test_disagreement_wilson_matches_statsmodels(k: float, n: float, alpha: floa
 
 
 def test_disagreement_verdict_against_max_divergence() -> None:
-    assert disagreement_share(20, 10_000).verdict(0.01) is Decision.ROLLOUT_CHALLENGER  # ci ~ [0.1%, 0.3%]
-    assert disagreement_share(300, 10_000).verdict(0.01) is Decision.KEEP_CHAMPION  # ci ~ [2.7%, 3.4%]
+    assert disagreement_share(20, 10_000).verdict(0.01) is Verdict.ROLLOUT_CHALLENGER  # ci ~ [0.1%, 0.3%]
+    assert disagreement_share(300, 10_000).verdict(0.01) is Verdict.KEEP_CHAMPION  # ci ~ [2.7%, 3.4%]
     straddling = disagreement_share(10, 1000)  # 1 % with ci ~ [0.5 %, 1.8 %]
-    assert straddling.verdict(0.01) is Decision.INCONCLUSIVE
+    assert straddling.verdict(0.01) is Verdict.INCONCLUSIVE
     assert not straddling.within(0.01)
     assert not straddling.exceeds(0.01)
     assert straddling.to_dict()["ci"] == straddling.ci.as_list()

@@ -16,7 +16,7 @@ from modelrollout.stats.means import (
     welch_ttest,
     welch_ttest_from_sums,
 )
-from modelrollout.stats.results import Decision
+from modelrollout.stats.results import Verdict
 
 pytestmark = pytest.mark.unit
 
@@ -96,8 +96,8 @@ def test_relative_lift_is_nan_for_zero_control_mean() -> None:
 def test_clear_improvement_rolls_out() -> None:
     res = welch_ttest(1000, 10.0, 2.0, 1000, 10.5, 2.0)
     assert res.p_value < 1e-6
-    assert res.decision("increase") == Decision.ROLLOUT_CHALLENGER
-    assert res.decision("decrease") == Decision.KEEP_CHAMPION
+    assert res.decision("increase") == Verdict.ROLLOUT_CHALLENGER
+    assert res.decision("decrease") == Verdict.KEEP_CHAMPION
     assert "Welch" in res.method
     assert "Welch (1947)" in res.reference
 

@@ -23,7 +23,7 @@ from modelrollout.api.observations import (
     CounterReading,
     Increment,
     MetricReading,
-    SpecError,
+    SpecProblem,
     Unknown,
 )
 from modelrollout.api.presets import MetricType
@@ -574,7 +574,7 @@ def test_lag_spacing_and_resets() -> None:
 
 def test_a_metric_that_cannot_be_counted_is_unknown_without_a_query() -> None:
     prometheus = FakePrometheus()
-    error = SpecError("spec.metrics.guardrails[0].thresholdMs", "not a bucket")
+    error = SpecProblem("spec.metrics.guardrails[0].thresholdMs", "not a bucket")
     broken = CounterMetric("slow", MetricType.PROPORTION, "spec.metrics.guardrails[0]", ("v6",), (), error)
     readings = count(prometheus, 20, counter_set=CounterSet("shop", ("v6",), (broken,)))
     assert readings == {"slow": Unknown("spec.metrics.guardrails[0].thresholdMs: not a bucket")}

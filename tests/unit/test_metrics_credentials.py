@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from modelrollout.api.observations import SpecError, Unknown
+from modelrollout.api.observations import SpecProblem, Unknown
 from modelrollout.api.spec import Prometheus
 from modelrollout.devstack.controlplane.procs import free_port
 from modelrollout.metrics import Credentials, aread_credentials, read_credentials
@@ -35,7 +35,7 @@ class FakeCore:
 
 def test_invalid_base64_is_a_spec_error() -> None:  # the apiserver never returns it
     assert read_credentials(FakeCore({"t": "%%%"}), "shop", REF) == [
-        SpecError("spec.metrics.prometheus.bearerTokenSecretRef",
+        SpecProblem("spec.metrics.prometheus.bearerTokenSecretRef",
                   "the key t of Secret shop/r is not valid base64")]
 
 

@@ -26,7 +26,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from modelrollout.api import ModelExperimentSpec
-from modelrollout.api.observations import CounterReading, MetricReading, SpecError, Unknown
+from modelrollout.api.observations import CounterReading, MetricReading, SpecProblem, Unknown
 from modelrollout.devstack.controlplane.procs import free_port
 from modelrollout.errors import InvalidInputError
 from modelrollout.metrics import (
@@ -500,7 +500,7 @@ def test_check_maps_bad_data_to_spec_errors(server: FakeServer) -> None:
     with PrometheusProvider(server.url) as provider:
         found = provider.check(counters())
         again = asyncio.run(provider.acheck(counters()))
-    assert found == [SpecError("spec.metrics.primary.successes",
+    assert found == [SpecProblem("spec.metrics.primary.successes",
                                "the selector does not parse as a series selector: "
                                'invalid parameter "query": 1:5: parse error: unexpected')]
     assert again == found
@@ -529,7 +529,7 @@ def test_check_falls_back_to_evaluation_without_format_query(server: FakeServer)
     server.answer = answer
     with PrometheusProvider(server.url) as provider:
         found = provider.check(counters())
-    assert found == [SpecError("spec.metrics.primary.trials",
+    assert found == [SpecProblem("spec.metrics.primary.trials",
                                "the selector does not parse as a series selector: parse error")]
     assert [s.path for s in server.seen].count("/api/v1/format_query") == 1  # remembered
     evaluated = [s for s in server.seen if s.path == "/api/v1/query"]

@@ -25,7 +25,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from modelrollout.api.observations import SpecError, Unknown
+from modelrollout.api.observations import SpecProblem, Unknown
 from modelrollout.api.spec import ModelExperimentSpec
 from modelrollout.api.status import Phase, VariantDecision
 from modelrollout.policy import Decision, Rule
@@ -135,7 +135,8 @@ def _faults(event: str, tick: int, spec: ModelExperimentSpec) -> dict[str, Any]:
     if event == "outage-guardrail":
         return {"outage": ["errors"]}
     if event == "spec-error":
-        return {"spec_errors": (SpecError("spec.traffic.istio.virtualService", "VirtualService not found"),)}
+        problem = SpecProblem("spec.traffic.istio.virtualService", "VirtualService not found")
+        return {"spec_errors": (problem,)}
     if event in ("abort", "retry"):
         return {"annotations": {f"modelrollout.io/{event}": f"t{tick}"}}
     if event == "promote":

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from modelrollout.api.observations import CounterReading, SpecError
+from modelrollout.api.observations import CounterReading, SpecProblem
 from modelrollout.api.status import (
     ConditionStatus,
     ConditionType,
@@ -776,7 +776,7 @@ def test_spec_paused_freezes_and_unpausing_resumes_the_step() -> None:
 def test_invalid_spec_moves_no_traffic_and_pending_stays_pending() -> None:
     exp = Experiment(make_spec())
     errors = (
-        SpecError("spec.challengers[0].service", "Service model-v2 not found; create it or fix the name"),
+        SpecProblem("spec.challengers[0].service", "Service model-v2 not found; create it or fix the name"),
     )
     d = exp.tick(spec_errors=errors)
     assert (d.phase, d.rule) == (Phase.PENDING, Rule.INVALID_SPEC)
@@ -797,7 +797,7 @@ def test_invalid_spec_moves_no_traffic_and_pending_stays_pending() -> None:
 def test_invalid_spec_while_progressing_freezes_weights_and_promote_waits() -> None:
     exp = better(lift=0.5)
     exp.ticks(2)
-    errors = (SpecError("spec.metrics.primary.trials", "the PromQL does not parse"),)
+    errors = (SpecProblem("spec.metrics.primary.trials", "the PromQL does not parse"),)
     held = exp.ticks(12, spec_errors=errors, annotations={PROMOTE: "now"})
     assert all(x.rule is Rule.INVALID_SPEC and x.step == 0 and x.phase is Phase.PROGRESSING for x in held)
     assert exp.status.applied_controls is None

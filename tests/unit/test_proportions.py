@@ -16,7 +16,7 @@ from modelrollout.stats.proportions import (
     relative_lift_ci,
     ztest_proportions,
 )
-from modelrollout.stats.results import ComparisonResult, Decision, Interval
+from modelrollout.stats.results import ComparisonResult, Interval, Verdict
 
 pytestmark = pytest.mark.unit
 
@@ -47,7 +47,7 @@ def test_seed_180_vs_210_of_1800_is_not_significant() -> None:
     assert chi.p_value == pytest.approx(0.120, abs=5e-4)
     assert not z.significant
     assert not chi.significant
-    assert z.decision() == Decision.INCONCLUSIVE
+    assert z.decision() == Verdict.INCONCLUSIVE
     assert z.control_estimate == pytest.approx(0.10)
     assert z.treatment_estimate == pytest.approx(210 / 1800)
     assert z.ci.contains(0.0)
@@ -105,8 +105,8 @@ def test_uncorrected_chi2_is_z_squared() -> None:
 def test_significant_difference_is_detected() -> None:
     res = ztest_proportions(1000, 10000, 1150, 10000)
     assert res.p_value < 0.001
-    assert res.decision("increase") == Decision.ROLLOUT_CHALLENGER
-    assert res.decision("decrease") == Decision.KEEP_CHAMPION
+    assert res.decision("increase") == Verdict.ROLLOUT_CHALLENGER
+    assert res.decision("decrease") == Verdict.KEEP_CHAMPION
     assert res.ci.low > 0
 
 

@@ -15,7 +15,7 @@ from scipy import integrate, stats
 
 from modelrollout.errors import InvalidInputError
 from modelrollout.stats import sequential as sq
-from modelrollout.stats.results import ComparisonResult, Decision, Interval
+from modelrollout.stats.results import ComparisonResult, Interval, Verdict
 
 pytestmark = pytest.mark.unit
 
@@ -190,7 +190,7 @@ def test_state_is_carried_across_looks() -> None:
     assert later.extra["log_e_value"] == pytest.approx(fresh.extra["log_e_value"])
     assert later.ci.low == pytest.approx(max(first.ci.low, fresh.ci.low))
     assert later.ci.high == pytest.approx(min(first.ci.high, fresh.ci.high))
-    assert later.decision() is Decision.ROLLOUT_CHALLENGER
+    assert later.decision() is Verdict.ROLLOUT_CHALLENGER
 
 
 def test_empty_intersection_keeps_todays_interval() -> None:
@@ -201,8 +201,8 @@ def test_empty_intersection_keeps_todays_interval() -> None:
 
 def test_worse_challenger_keeps_champion() -> None:
     res = sq.sequential_test_proportions(300, 1000, 200, 1000, planned_n_per_variant=1000)
-    assert res.decision("increase") is Decision.KEEP_CHAMPION
-    assert res.decision("decrease") is Decision.ROLLOUT_CHALLENGER
+    assert res.decision("increase") is Verdict.KEEP_CHAMPION
+    assert res.decision("decrease") is Verdict.ROLLOUT_CHALLENGER
 
 
 def test_zero_counts_do_not_break_the_variance() -> None:

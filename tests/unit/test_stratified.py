@@ -10,7 +10,7 @@ from scipy import stats
 from statsmodels.stats.meta_analysis import combine_effects
 
 from modelrollout.errors import InvalidInputError
-from modelrollout.stats.results import Decision
+from modelrollout.stats.results import Verdict
 from modelrollout.stats.stratified import combine_fixed_effect, stratified_means, stratified_proportions
 
 pytestmark = pytest.mark.unit
@@ -79,8 +79,8 @@ def test_simpsons_paradox_gets_the_right_sign_when_stratified() -> None:
     assert res.estimate == pytest.approx(0.01, abs=1e-12)  # same difference in each stratum
     assert res.estimate > 0
     assert res.significant
-    assert res.decision() is Decision.ROLLOUT_CHALLENGER
-    assert res.decision("decrease") is Decision.KEEP_CHAMPION
+    assert res.decision() is Verdict.ROLLOUT_CHALLENGER
+    assert res.decision("decrease") is Verdict.KEEP_CHAMPION
 
 
 def test_stratified_means_by_hand_and_pooled() -> None:

@@ -1,6 +1,6 @@
 """Validation rules written once and enforced twice: by pydantic in Python and by CEL in the apiserver.
 
-A :class:`Rule` carries a CEL expression (rendered into the CRD as ``x-kubernetes-validations``),
+A :class:`SpecRule` carries a CEL expression (rendered into the CRD as ``x-kubernetes-validations``),
 the same check as a Python predicate, the message, and the field it is about. Rules live in two
 places:
 
@@ -56,7 +56,7 @@ class Reason(StrEnum):
 
 
 @dataclass(frozen=True)
-class Rule:
+class SpecRule:
     """One validation rule: a CEL expression and the equivalent Python predicate.
 
     Attributes
@@ -91,10 +91,10 @@ class Rule:
         return entry
 
 
-def regex_rule(body: str, message: str) -> Rule:
+def regex_rule(body: str, message: str) -> SpecRule:
     """A type-level rule that the whole string matches the RE2/Python regex ``body`` (no anchors)."""
     compiled = re.compile(body)
-    return Rule(
+    return SpecRule(
         cel=f"self.matches('^{body}$')",
         message=message,
         check=lambda value: compiled.fullmatch(value) is not None,
@@ -133,12 +133,12 @@ class ApiModel(BaseModel):
     model_config = api_config(frozen=False)
 
     #: Cross-field rules of this class (rules of base classes apply too).
-    cel_rules: ClassVar[tuple[Rule, ...]] = ()
+    cel_rules: ClassVar[tuple[SpecRule, ...]] = ()
 
     @classmethod
-    def all_cel_rules(cls) -> tuple[Rule, ...]:
+    def all_cel_rules(cls) -> tuple[SpecRule, ...]:
         """The rules of this class and of its API base classes, base classes first."""
-        rules: list[Rule] = []
+        rules: list[SpecRule] = []
         for klass in reversed(cls.__mro__):
             own = klass.__dict__.get("cel_rules")
             if own:
@@ -183,13 +183,13 @@ class StatusModel(ApiModel):
 
 @dataclass(frozen=True)
 class Cel:
-    """``Annotated`` marker that validates a scalar with :class:`Rule` s, in Python and in the CRD.
+    """``Annotated`` marker that validates a scalar with :class:`SpecRule` s, in Python and in the CRD.
 
     In Python the first failed rule raises a ``cel_value_rule`` error at the value's path; in the
     CRD every rule becomes an ``x-kubernetes-validations`` entry on the value's schema.
     """
 
-    rules: tuple[Rule, ...]
+    rules: tuple[SpecRule, ...]
 
     def __get_pydantic_core_schema__(
         self, source: Any, handler: GetCoreSchemaHandler

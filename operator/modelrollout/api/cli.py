@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from modelrollout.api.crd import CHART_OUTPUT, DEFAULT_OUTPUT, check_crd, render_crd, write_crd
+from modelrollout.errors import ExitCode
 
 #: Lines of diff shown by ``--check`` for each file that drifted.
 DIFF_LINES_SHOWN = 40
-EXIT_DRIFT = 1
 
 
 def _targets(outs: list[str] | None) -> list[Path]:
@@ -32,9 +32,9 @@ def _cmd_crd(args: argparse.Namespace) -> int:
     if "-" in (str(t) for t in targets):
         if args.check:
             print("modelrollout crd: error: --check needs a file, not -", file=sys.stderr)
-            return 2
+            return ExitCode.USAGE
         sys.stdout.write(rendered)
-        return 0
+        return ExitCode.OK
     if args.check:
         drifted = 0
         for path in targets:
@@ -50,11 +50,11 @@ def _cmd_crd(args: argparse.Namespace) -> int:
                 print(f"  {line}")
             if len(diff) > DIFF_LINES_SHOWN:
                 print(f"  ... {len(diff) - DIFF_LINES_SHOWN} more diff lines")
-        return EXIT_DRIFT if drifted else 0
+        return ExitCode.FAILED if drifted else 0
     for path in targets:
         changed = write_crd(path, rendered)
         print(f"{path}: {'written' if changed else 'unchanged'}")
-    return 0
+    return ExitCode.OK
 
 
 def register(subparsers: Any) -> None:

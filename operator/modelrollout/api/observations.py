@@ -99,7 +99,7 @@ MetricReading = CounterReading | Unknown
 
 
 @dataclass(frozen=True)
-class SpecError:
+class SpecProblem:
     """An error in the spec that only the operator can see (a missing Service, PromQL that does not
     parse); ``path`` is the field path (``spec.challengers[0].service``), ``message`` says the fix."""
 
@@ -130,6 +130,6 @@ class Observations:
 
     at: datetime
     metrics: Mapping[str, MetricReading] = field(default_factory=dict)
-    spec_errors: tuple[SpecError, ...] = ()
+    spec_errors: tuple[SpecProblem, ...] = ()
     annotations: Mapping[str, str] = field(default_factory=dict)
     generation: int | None = None

@@ -1,7 +1,7 @@
 """The ``spec`` of a ModelExperiment: pydantic models, their CEL rules, and their documentation.
 
 The field descriptions become the CRD's ``description`` s, so ``kubectl explain mexp.spec...``
-shows them. Every cross-field rule is a :class:`~modelrollout.api._rules.Rule`: a CEL expression
+shows them. Every cross-field rule is a :class:`~modelrollout.api._rules.SpecRule`: a CEL expression
 in the CRD and the same check in Python, with the same message and field path.
 
 The models are frozen: the policy reads the spec and never changes it.
@@ -14,7 +14,7 @@ from typing import Annotated, Any, Final
 
 from pydantic import Field, StrictBool, StrictFloat, StrictInt
 
-from modelrollout.api._rules import Reason, Rule, SpecModel, all_set, any_set, cel_list, unique
+from modelrollout.api._rules import Reason, SpecModel, SpecRule, all_set, any_set, cel_list, unique
 from modelrollout.api.presets import PRESETS, DivergencePreset, MetricType, Preset, effective_type
 from modelrollout.api.types import (
     CounterSelectorTemplate,
@@ -136,7 +136,7 @@ class GatewayAPITraffic(SpecModel):
     )
 
     cel_rules = (
-        Rule(
+        SpecRule(
             cel="has(self.ruleNames) != has(self.ruleIndexes)",
             message="give exactly one of ruleNames or ruleIndexes",
             check=lambda m: (m.rule_names is None) != (m.rule_indexes is None),
@@ -169,7 +169,7 @@ class Stickiness(SpecModel):
     )
 
 
-def _provider_block_rules(provider: Provider, attr: str, alias: str) -> tuple[Rule, Rule]:
+def _provider_block_rules(provider: Provider, attr: str, alias: str) -> tuple[SpecRule, SpecRule]:
     """The block of ``provider`` is required with it and forbidden with the other providers."""
 
     def present(m: Any) -> bool:
@@ -179,14 +179,14 @@ def _provider_block_rules(provider: Provider, attr: str, alias: str) -> tuple[Ru
         return getattr(m, attr) is None or m.provider is provider
 
     return (
-        Rule(
+        SpecRule(
             cel=f"self.provider != '{provider.value}' || has(self.{alias})",
             message=f"provider {provider.value} needs the {alias} block",
             check=present,
             field_path=f".{alias}",
             reason=Reason.REQUIRED,
         ),
-        Rule(
+        SpecRule(
             cel=f"!has(self.{alias}) || self.provider == '{provider.value}'",
             message=f"the {alias} block is only allowed with provider {provider.value}",
             check=absent,
@@ -218,7 +218,7 @@ class Traffic(SpecModel):
         *_provider_block_rules(Provider.ISTIO, "istio", "istio"),
         *_provider_block_rules(Provider.GATEWAY_API, "gateway_api", "gatewayAPI"),
         *_provider_block_rules(Provider.SERVICE, "service", "service"),
-        Rule(
+        SpecRule(
             cel="!has(self.stickiness) || self.provider != 'service'",
             message="stickiness needs provider istio or gatewayAPI (header matches); "
             "provider service splits by replicas",
@@ -249,13 +249,13 @@ class DivergenceQueries(SpecModel):
     )
 
     cel_rules = (
-        Rule(
+        SpecRule(
             cel="has(self.preset) != (has(self.differing) && has(self.compared))",
             message="give either a preset or both queries differing and compared",
             check=lambda m: (m.preset is not None) != (m.differing is not None and m.compared is not None),
             reason=Reason.REQUIRED,
         ),
-        Rule(
+        SpecRule(
             cel="has(self.differing) == has(self.compared)",
             message="differing and compared go together",
             check=lambda m: (m.differing is None) == (m.compared is None),
@@ -317,13 +317,13 @@ class Rollout(SpecModel):
     interval: PositiveDuration = Field(default="30s", description="How often the analysis runs.")
 
     cel_rules = (
-        Rule(
+        SpecRule(
             cel="self.steps.isSorted() && self.steps.all(s, self.steps.exists_one(t, t == s))",
             message="steps must be strictly increasing",
             check=lambda m: all(a < b for a, b in zip(m.steps, m.steps[1:], strict=False)),
             field_path=".steps",
         ),
-        Rule(
+        SpecRule(
             cel="self.steps[self.steps.size() - 1] == 100",
             message="the last step must be 100",
             check=lambda m: len(m.steps) > 0 and m.steps[-1] == 100,
@@ -359,7 +359,7 @@ def _set(model: Any, attrs: tuple[str, ...]) -> list[bool]:
 
 def _type_query_rules(
     metric_type: MetricType, attrs: tuple[str, ...], aliases: tuple[str, ...]
-) -> list[Rule]:
+) -> list[SpecRule]:
     """A metric of ``metric_type`` needs all of its queries, and no other type may use them."""
     names = ", ".join(aliases)
 
@@ -370,14 +370,14 @@ def _type_query_rules(
         return m.type is metric_type or not any(_set(m, attrs))
 
     return [
-        Rule(
+        SpecRule(
             cel=f"has(self.preset) || !has(self.type) || self.type != '{metric_type.value}' || "
             f"({all_set(aliases)})",
             message=f"type {metric_type.value} needs the queries {names} (or a preset)",
             check=complete,
             reason=Reason.REQUIRED,
         ),
-        Rule(
+        SpecRule(
             cel=f"(has(self.type) && self.type == '{metric_type.value}') || !({any_set(aliases)})",
             message=f"the queries {names} are only for type {metric_type.value}",
             check=own,
@@ -386,16 +386,16 @@ def _type_query_rules(
     ]
 
 
-def _query_rules() -> tuple[Rule, ...]:
+def _query_rules() -> tuple[SpecRule, ...]:
     rules = [
-        Rule(
+        SpecRule(
             cel="has(self.preset) || has(self.type)",
             message="type is required unless a preset is given",
             check=lambda m: m.preset is not None or m.type is not None,
             field_path=".type",
             reason=Reason.REQUIRED,
         ),
-        Rule(
+        SpecRule(
             cel="!has(self.preset) || !has(self.type) || "
             + " || ".join(
                 f"(self.preset in {cel_list(p.value for p in Preset if PRESETS[p].type is t)} "
@@ -407,7 +407,7 @@ def _query_rules() -> tuple[Rule, ...]:
             check=lambda m: m.preset is None or m.type is None or PRESETS[m.preset].type is m.type,
             field_path=".type",
         ),
-        Rule(
+        SpecRule(
             cel=f"!has(self.preset) || !({any_set(_ALL_QUERY_ALIASES)})",
             message="give either a preset or queries, not both",
             check=lambda m: m.preset is None or not any(_set(m, _ALL_QUERY_ATTRS)),
@@ -421,14 +421,14 @@ def _query_rules() -> tuple[Rule, ...]:
         )
     latency = cel_list(_LATENCY_PRESETS)
     rules += [
-        Rule(
+        SpecRule(
             cel=f"!has(self.preset) || !(self.preset in {latency}) || has(self.thresholdMs)",
             message="a latency preset needs thresholdMs",
             check=lambda m: m.preset not in _LATENCY_PRESETS or m.threshold_ms is not None,
             field_path=".thresholdMs",
             reason=Reason.REQUIRED,
         ),
-        Rule(
+        SpecRule(
             cel=f"!has(self.thresholdMs) || (has(self.preset) && self.preset in {latency})",
             message="thresholdMs is only used by the latency presets",
             check=lambda m: m.threshold_ms is None or m.preset in _LATENCY_PRESETS,
@@ -539,7 +539,7 @@ class MdeType(StrEnum):
     ABSOLUTE = "absolute"
 
 
-_ABSOLUTE_PROPORTION_RULE = Rule(
+_ABSOLUTE_PROPORTION_RULE = SpecRule(
     cel="!has(self.minimumDetectableEffect) || self.mdeType != 'absolute' || "
     "(has(self.type) && self.type != 'proportion') || self.minimumDetectableEffect < 1",
     message="an absolute minimumDetectableEffect of a proportion must be below 1",
@@ -589,7 +589,7 @@ class SecondaryMetric(MetricQueries):
 
     cel_rules = (
         _ABSOLUTE_PROPORTION_RULE,
-        Rule(
+        SpecRule(
             cel="!self.decisive || has(self.minimumDetectableEffect)",
             message="a decisive metric needs minimumDetectableEffect",
             check=lambda m: not m.decisive or m.minimum_detectable_effect is not None,
@@ -634,7 +634,7 @@ class Guardrail(MetricQueries):
     )
 
     cel_rules = (
-        Rule(
+        SpecRule(
             cel="(has(self.maxRelativeIncrease) ? 1 : 0) + (has(self.maxAbsoluteIncrease) ? 1 : 0) + "
             "(has(self.threshold) ? 1 : 0) == 1",
             message="give exactly one of maxRelativeIncrease, maxAbsoluteIncrease or threshold",
@@ -644,21 +644,21 @@ class Guardrail(MetricQueries):
             ),
             reason=Reason.REQUIRED,
         ),
-        Rule(
+        SpecRule(
             cel="!has(self.threshold) || has(self.failureLimit)",
             message="threshold needs failureLimit",
             check=lambda m: m.threshold is None or m.failure_limit is not None,
             field_path=".failureLimit",
             reason=Reason.REQUIRED,
         ),
-        Rule(
+        SpecRule(
             cel="!has(self.failureLimit) || has(self.threshold)",
             message="failureLimit is only used with threshold",
             check=lambda m: m.failure_limit is None or m.threshold is not None,
             field_path=".failureLimit",
             reason=Reason.FORBIDDEN,
         ),
-        Rule(
+        SpecRule(
             cel=f"!has(self.preset) || !(self.preset in {cel_list(_HIGHER_IS_BETTER_PRESETS)}) || "
             "!self.higherIsWorse",
             message="this preset is higher-is-better: set higherIsWorse to false",
@@ -693,14 +693,14 @@ class Prometheus(SpecModel):
     timeout: PositiveDuration = Field(default="10s", description="Timeout of one query.")
 
     cel_rules = (
-        Rule(
+        SpecRule(
             cel="!has(self.caSecretRef) || !has(self.caConfigMapRef)",
             message="give at most one of caSecretRef and caConfigMapRef",
             check=lambda m: m.ca_secret_ref is None or m.ca_config_map_ref is None,
             field_path=".caConfigMapRef",
             reason=Reason.FORBIDDEN,
         ),
-        Rule(
+        SpecRule(
             cel="!(has(self.caSecretRef) || has(self.caConfigMapRef)) || self.address.startsWith('https://')",
             message="a CA is only used with an https:// address",
             check=lambda m: (
@@ -732,13 +732,13 @@ class Metrics(SpecModel):
     )
 
     cel_rules = (
-        Rule(
+        SpecRule(
             cel="!has(self.secondary) || self.secondary.all(m, m.name != self.primary.name)",
             message="secondary metric names must differ from the primary metric's name",
             check=lambda m: all(s.name != m.primary.name for s in m.secondary),
             field_path=".secondary",
         ),
-        Rule(
+        SpecRule(
             cel="!has(self.guardrails) || self.guardrails.all(g, g.name != self.primary.name && "
             "(!has(self.secondary) || self.secondary.all(s, s.name != g.name)))",
             message="guardrail names must differ from the primary and secondary metric names",
@@ -861,20 +861,20 @@ class Analysis(SpecModel):
     )
 
     cel_rules = (
-        Rule(
+        SpecRule(
             cel="self.power > self.alpha",
             message="power must be greater than alpha",
             check=lambda m: m.power > m.alpha,
             field_path=".power",
         ),
-        Rule(
+        SpecRule(
             cel="self.goal != 'nonInferiority' || has(self.nonInferiorityMargin)",
             message="goal nonInferiority needs nonInferiorityMargin",
             check=lambda m: m.goal is not Goal.NON_INFERIORITY or m.non_inferiority_margin is not None,
             field_path=".nonInferiorityMargin",
             reason=Reason.REQUIRED,
         ),
-        Rule(
+        SpecRule(
             cel="self.onInconclusive != 'promoteIfNonInferior' || has(self.nonInferiorityMargin)",
             message="onInconclusive promoteIfNonInferior needs nonInferiorityMargin",
             check=lambda m: (
@@ -884,7 +884,7 @@ class Analysis(SpecModel):
             field_path=".nonInferiorityMargin",
             reason=Reason.REQUIRED,
         ),
-        Rule(
+        SpecRule(
             cel="!has(self.nonInferiorityMargin) || self.goal == 'nonInferiority' || "
             "self.onInconclusive == 'promoteIfNonInferior'",
             message="nonInferiorityMargin is only used with goal nonInferiority or onInconclusive "
@@ -923,7 +923,7 @@ class Notification(SpecModel):
     )
 
     cel_rules = (
-        Rule(
+        SpecRule(
             cel="has(self.url) != has(self.urlSecretRef)",
             message="give exactly one of url or urlSecretRef",
             check=lambda m: (m.url is None) != (m.url_secret_ref is None),
@@ -971,13 +971,13 @@ class ModelExperimentSpec(SpecModel):
     )
 
     cel_rules = (
-        Rule(
+        SpecRule(
             cel="self.challengers.all(c, c.name != self.champion.name)",
             message="challenger names must differ from the champion's name",
             check=lambda m: all(c.name != m.champion.name for c in m.challengers),
             field_path=".challengers",
         ),
-        Rule(
+        SpecRule(
             cel="(!has(self.champion.service) || self.challengers.all(c, !has(c.service) || "
             "c.service != self.champion.service)) && self.challengers.all(c, !has(c.service) || "
             "self.challengers.exists_one(d, has(d.service) && d.service == c.service))",
@@ -985,14 +985,14 @@ class ModelExperimentSpec(SpecModel):
             check=_services_distinct,
             field_path=".challengers",
         ),
-        Rule(
+        SpecRule(
             cel="self.traffic.provider == 'service' || has(self.champion.service)",
             message="the champion needs a service unless traffic.provider is service",
             check=lambda m: m.traffic.provider is Provider.SERVICE or m.champion.service is not None,
             field_path=".champion.service",
             reason=Reason.REQUIRED,
         ),
-        Rule(
+        SpecRule(
             cel="self.traffic.provider == 'service' || self.challengers.all(c, has(c.service))",
             message="every challenger needs a service unless traffic.provider is service",
             check=lambda m: (
@@ -1001,14 +1001,14 @@ class ModelExperimentSpec(SpecModel):
             field_path=".challengers",
             reason=Reason.REQUIRED,
         ),
-        Rule(
+        SpecRule(
             cel="self.traffic.provider != 'service' || has(self.champion.deployment)",
             message="traffic.provider service needs the champion's deployment",
             check=lambda m: m.traffic.provider is not Provider.SERVICE or m.champion.deployment is not None,
             field_path=".champion.deployment",
             reason=Reason.REQUIRED,
         ),
-        Rule(
+        SpecRule(
             cel="self.traffic.provider != 'service' || self.challengers.all(c, has(c.deployment))",
             message="traffic.provider service needs every challenger's deployment",
             check=lambda m: (
@@ -1018,7 +1018,7 @@ class ModelExperimentSpec(SpecModel):
             field_path=".challengers",
             reason=Reason.REQUIRED,
         ),
-        Rule(
+        SpecRule(
             cel="!self.shadow.enabled || self.traffic.provider != 'service'",
             message="shadow needs traffic.provider istio or gatewayAPI (the mesh mirrors the requests)",
             check=lambda m: not m.shadow.enabled or m.traffic.provider is not Provider.SERVICE,

@@ -1,7 +1,7 @@
 """Scalar types of the API: durations, Kubernetes names, URLs and counter selector templates.
 
 Each type is an ``Annotated`` string whose constraints show up in the CRD (``maxLength``, which
-also bounds the cost of CEL rules) and whose format checks are :class:`~modelrollout.api._rules.Rule` s,
+also bounds the cost of CEL rules) and whose format checks are :class:`~modelrollout.api._rules.SpecRule` s,
 so Python and the apiserver reject the same values with the same message.
 
 Durations
@@ -35,7 +35,7 @@ from typing import Annotated, Final
 
 from pydantic import AfterValidator, Field
 
-from modelrollout.api._rules import Cel, Rule, regex_rule
+from modelrollout.api._rules import Cel, SpecRule, regex_rule
 from modelrollout.errors import InvalidInputError
 
 # --- durations ---------------------------------------------------------------------------------
@@ -107,12 +107,12 @@ def _representable(text: str) -> str:
     return text
 
 
-_DURATION_RULE = Rule(
+_DURATION_RULE = SpecRule(
     cel=f"self.matches('^{_DURATION_BODY}$')",
     message="must be a duration such as 30s, 15m, 1h30m or 14d (units ms, s, m, h, d)",
     check=lambda value: re.fullmatch(_DURATION_BODY, value) is not None,
 )
-_POSITIVE_RULE = Rule(
+_POSITIVE_RULE = SpecRule(
     cel="!self.matches('^(0+(ms|s|m|h|d))+$')",
     message="must be longer than zero",
     check=lambda value: re.fullmatch("(0+(ms|s|m|h|d))+", value) is None,
@@ -235,23 +235,23 @@ def render_template(template: str, *, variant: str, namespace: str) -> str:
 _STRIP = "".join(f".replace('{p}', '')" for p in PLACEHOLDERS)
 _SHAPE = re.compile(_SELECTOR_SHAPE)
 _TEMPLATE_RULES = (
-    Rule(
+    SpecRule(
         cel="!self.contains('{{window}}')",
         message="a field is a counter selector that the operator counts exactly, without {{window}}: "
         'write clicks_total{model="{{variant}}"}, not sum(increase(clicks_total{...}[{{window}}]))',
         check=lambda value: "{{window}}" not in value,
     ),
-    Rule(
+    SpecRule(
         cel="self.contains('{{variant}}')",
         message="the selector must select one variant with {{variant}}",
         check=lambda value: "{{variant}}" in value,
     ),
-    Rule(
+    SpecRule(
         cel=f"!self{_STRIP}.contains('{{{{')",
         message="unknown placeholder: only {{variant}} and {{namespace}} are allowed",
         check=lambda value: "{{" not in _without_placeholders(value),
     ),
-    Rule(
+    SpecRule(
         cel=f"self.matches('^{_SELECTOR_SHAPE}$')",
         message='must be a series selector of counters, a metric name and label matchers such as '
         'clicks_total{model="{{variant}}"}, not an expression',

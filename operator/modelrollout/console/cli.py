@@ -26,11 +26,9 @@ from modelrollout.console import client as kube
 from modelrollout.console.errors import ConsoleError
 from modelrollout.console.recording import Recorder, format_time
 from modelrollout.console.view import experiment_panel, experiment_text, is_terminal, list_table, list_text
+from modelrollout.errors import ExitCode
 
-EXIT_OK: Final = 0
-EXIT_FAILED: Final = 1
 #: 128 + SIGINT, as a shell reports a command stopped by Ctrl-C.
-EXIT_INTERRUPTED: Final = 130
 #: Polls in a row that may fail to reach the apiserver before a watch gives up.
 WATCH_UNREACHABLE_LIMIT: Final = 5
 
@@ -75,9 +73,9 @@ def _run(command: str, body: Callable[[argparse.Namespace], int]) -> Callable[[a
             return body(args)
         except ConsoleError as exc:
             print(f"modelrollout {command}: error: {exc}", file=sys.stderr)
-            return EXIT_FAILED
+            return ExitCode.FAILED
         except KeyboardInterrupt:
-            return EXIT_INTERRUPTED
+            return ExitCode.INTERRUPTED
 
     return run
 
@@ -138,7 +136,7 @@ def _watch_live(
                 recorder.record(obj)
             if is_terminal(obj):
                 live.update(frame(obj), refresh=True)
-                return EXIT_OK
+                return ExitCode.OK
             time.sleep(args.interval)
             obj = _poll(api, args.name, namespace, failures) or obj
             live.update(frame(obj), refresh=True)
@@ -167,7 +165,7 @@ def _watch_lines(
                 out.flush()
             shown, first = status, False
         if is_terminal(obj):
-            return EXIT_OK
+            return ExitCode.OK
         time.sleep(args.interval)
         obj = _poll(api, args.name, namespace, failures) or obj
 
@@ -182,7 +180,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
             if recorder is not None:
                 recorder.record(obj)
             _show(obj, args.output, out)
-            return EXIT_OK
+            return ExitCode.OK
         if _is_tty(out) and args.output != "json":
             return _watch_live(api, args, namespace, recorder, out)
         return _watch_lines(api, args, namespace, recorder, out)
@@ -212,7 +210,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
         Console(file=out).print(list_table(objs))
     else:
         out.write(list_text(objs))
-    return EXIT_OK
+    return ExitCode.OK
 
 
 # --- manual controls -----------------------------------------------------------------------------
@@ -270,7 +268,7 @@ def _cmd_control(args: argparse.Namespace) -> int:
             f"modelexperiment {_reference(patched)}: annotated {annotation}={value} "
             f"({_control_effect(control, patched)})"
         )
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def _cmd_pause(args: argparse.Namespace) -> int:
@@ -284,7 +282,7 @@ def _cmd_pause(args: argparse.Namespace) -> int:
         kube.close(api)
     if args.output == "json":
         _print_json(patched, sys.stdout)
-        return EXIT_OK
+        return ExitCode.OK
     flag = "true" if paused else "false"
     if before == paused:
         effect = f"it already was {flag}; nothing changes"
@@ -293,7 +291,7 @@ def _cmd_pause(args: argparse.Namespace) -> int:
     else:
         effect = f"the operator {'pauses' if paused else 'resumes'} at its next tick"
     print(f"modelexperiment {_reference(patched)}: set spec.paused={flag} ({effect})")
-    return EXIT_OK
+    return ExitCode.OK
 
 
 # --- registration --------------------------------------------------------------------------------

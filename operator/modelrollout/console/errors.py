@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from modelrollout.errors import ModelRolloutError
 
-class ConsoleError(Exception):
+
+class ConsoleError(ModelRolloutError):
     """A failure of a console command, worded as one clear line for a person."""
 
 

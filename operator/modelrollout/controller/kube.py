@@ -6,7 +6,7 @@ its thread pool, off the event loop.
 * :func:`traffic_target` maps a spec onto the routers' plain :class:`~modelrollout.routing.TrafficTarget`.
 * :func:`check_references` finds what only the operator can see is wrong with a spec: a Service,
   Deployment, VirtualService, HTTPRoute or route that is not there. Each problem becomes a
-  :class:`~modelrollout.api.observations.SpecError` with the field path and the fix, so the policy sets
+  :class:`~modelrollout.api.observations.SpecProblem` with the field path and the fix, so the policy sets
   ``InvalidSpec`` and moves no traffic.
 * :func:`patch_status` writes the status with optimistic concurrency: the merge patch carries the
   ``resourceVersion`` that was read, so a concurrent writer makes it fail with 409 instead of being
@@ -25,7 +25,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from modelrollout.api.experiment import GROUP, PLURAL, VERSION
-from modelrollout.api.observations import SpecError, Unknown
+from modelrollout.api.observations import SpecProblem, Unknown
 from modelrollout.api.spec import KeySelector, ModelExperimentSpec, Provider
 from modelrollout.errors import ModelRolloutError
 from modelrollout.metrics.credentials import read_key
@@ -149,15 +149,15 @@ def _object_path(spec: ModelExperimentSpec) -> str:
     }[spec.traffic.provider]
 
 
-def target_error_to_spec_error(spec: ModelExperimentSpec, exc: TargetError) -> SpecError:
+def target_error_to_spec_error(spec: ModelExperimentSpec, exc: TargetError) -> SpecProblem:
     """Where in the spec a routing error points, with the router's message as the fix."""
     if exc.variant:
         base = _variant_paths(spec).get(exc.variant, "spec")
         field = "deployment" if spec.traffic.provider is Provider.SERVICE else "service"
-        return SpecError(f"{base}.{field}", str(exc))
+        return SpecProblem(f"{base}.{field}", str(exc))
     if exc.route:
-        return SpecError(_routes_path(spec), str(exc))
-    return SpecError(_object_path(spec), str(exc))
+        return SpecProblem(_routes_path(spec), str(exc))
+    return SpecProblem(_object_path(spec), str(exc))
 
 
 def check_references(
@@ -168,14 +168,14 @@ def check_references(
     apps: client.AppsV1Api,
     custom: client.CustomObjectsApi,
     router: Router,
-) -> list[SpecError]:
+) -> list[SpecProblem]:
     """Errors in ``spec`` that only a look at the cluster can find, each with its field path.
 
     Checks that each variant's Service (istio, gatewayAPI) or Deployment (service) exists, and that
     the routed object and its named routes exist and route to the variants (the router's
     ``current`` raises :class:`TargetError` otherwise).
     """
-    errors: list[SpecError] = []
+    errors: list[SpecProblem] = []
     paths = _variant_paths(spec)
     for v in (spec.champion, *spec.challengers):
         try:
@@ -193,7 +193,7 @@ def check_references(
                 else ("Service", "service", v.service)
             )
             errors.append(
-                SpecError(
+                SpecProblem(
                     f"{paths[v.name]}.{field}",
                     f"{kind} {namespace}/{name} does not exist: create it, or name the {kind} that serves "
                     f"variant {v.name}",
@@ -255,7 +255,9 @@ def with_removed_keys(new: Mapping[str, Any], old: Mapping[str, Any] | None) -> 
 class Cluster(Protocol):
     """What a tick reads from and writes to the cluster, besides its router and its metrics."""
 
-    def check_references(self, spec: ModelExperimentSpec, namespace: str, router: Router) -> list[SpecError]:
+    def check_references(
+        self, spec: ModelExperimentSpec, namespace: str, router: Router
+    ) -> list[SpecProblem]:
         """See :func:`check_references`."""
         ...
 
@@ -269,7 +271,9 @@ class Cluster(Protocol):
         """See :func:`patch_status` (raises :class:`StatusConflictError` on 409)."""
         ...
 
-    def read_key(self, kind: str, namespace: str, ref: KeySelector, path: str) -> bytes | SpecError | Unknown:
+    def read_key(
+        self, kind: str, namespace: str, ref: KeySelector, path: str
+    ) -> bytes | SpecProblem | Unknown:
         """The bytes under a key of a Secret or ConfigMap, or what went wrong."""
         ...
 
@@ -286,7 +290,9 @@ class KubeCluster:
     ) -> None:
         self.core, self.apps, self.custom = core, apps, custom
 
-    def check_references(self, spec: ModelExperimentSpec, namespace: str, router: Router) -> list[SpecError]:
+    def check_references(
+        self, spec: ModelExperimentSpec, namespace: str, router: Router
+    ) -> list[SpecProblem]:
         return check_references(
             spec, namespace, core=self.core, apps=self.apps, custom=self.custom, router=router
         )
@@ -299,7 +305,9 @@ class KubeCluster:
     ) -> None:
         patch_status(self.custom, namespace, name, status, resource_version)
 
-    def read_key(self, kind: str, namespace: str, ref: KeySelector, path: str) -> bytes | SpecError | Unknown:
+    def read_key(
+        self, kind: str, namespace: str, ref: KeySelector, path: str
+    ) -> bytes | SpecProblem | Unknown:
         return read_key(self.core, kind, namespace, ref, path)
 
     def emit(self, body: Mapping[str, Any], type_: str, reason: str, message: str) -> None:

@@ -34,7 +34,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from modelrollout.api.observations import SpecError, Unknown
+from modelrollout.api.observations import SpecProblem, Unknown
 from modelrollout.api.spec import ModelExperimentSpec, Notification, NotificationType
 from modelrollout.api.status import HistoryEntry, ModelExperimentStatus, NotificationState
 from modelrollout.controller.kube import Cluster
@@ -219,7 +219,7 @@ def sink_url(cluster: Cluster, namespace: str, sink: Notification) -> tuple[str 
     if ref is None:  # the schema requires one of the two
         return None, "neither url nor urlSecretRef is set"
     raw = cluster.read_key("Secret", namespace, ref, f"spec.notifications[{sink.name}].urlSecretRef")
-    if isinstance(raw, SpecError):
+    if isinstance(raw, SpecProblem):
         return None, f"{raw.path}: {raw.message}"
     if isinstance(raw, Unknown):
         return None, raw.reason

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from modelrollout.api.observations import DIVERGENCE, MetricReading, Observations, SpecError, Unknown
+from modelrollout.api.observations import DIVERGENCE, MetricReading, Observations, SpecProblem, Unknown
 from modelrollout.api.spec import ModelExperimentSpec
 from modelrollout.api.status import ModelExperimentStatus, Phase
 from modelrollout.controller.kube import Cluster
@@ -27,7 +27,7 @@ ANNOTATION_PREFIX = "modelrollout.io/"
 TERMINAL = frozenset({Phase.PROMOTED, Phase.ROLLED_BACK, Phase.FAILED})
 
 #: A tick's metrics provider, or why it has none (its credentials): spec errors, or Unknown.
-ProviderOrReason = MetricsProvider | list[SpecError] | Unknown
+ProviderOrReason = MetricsProvider | list[SpecProblem] | Unknown
 
 
 def observe(
@@ -46,7 +46,7 @@ def observe(
     namespace = metadata["namespace"]
     generation = metadata.get("generation")
     check = state.checked_generation != generation
-    errors: list[SpecError] = []
+    errors: list[SpecProblem] = []
     if check:
         errors += cluster.check_references(spec, namespace, router)
     metrics: dict[str, MetricReading] = {}
@@ -70,7 +70,7 @@ def observe(
 
 
 def _counter_set(
-    spec: ModelExperimentSpec, status: ModelExperimentStatus, namespace: str, errors: list[SpecError]
+    spec: ModelExperimentSpec, status: ModelExperimentStatus, namespace: str, errors: list[SpecProblem]
 ) -> CounterSet | None:
     """The counters of the live variants (mirrored traffic too while shadowing)."""
     dropped = {d.name for d in status.dropped_challengers}
@@ -83,7 +83,7 @@ def _counter_set(
     try:
         return build_counter_set(spec, namespace, variants=live, shadow=None if shadowing else False)
     except InvalidInputError as exc:
-        errors.append(SpecError("spec.metrics", str(exc)))
+        errors.append(SpecProblem("spec.metrics", str(exc)))
         return None
 
 
@@ -93,7 +93,7 @@ def _count(
     status: ModelExperimentStatus,
     state: ObjectMemo,
     now: datetime,
-    errors: list[SpecError],
+    errors: list[SpecProblem],
     *,
     check: bool,
 ) -> dict[str, MetricReading]:

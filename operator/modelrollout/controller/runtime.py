@@ -17,7 +17,7 @@ from typing import Any
 import kopf
 from kubernetes import client, config
 
-from modelrollout.api.observations import SpecError, Unknown
+from modelrollout.api.observations import SpecProblem, Unknown
 from modelrollout.api.spec import ModelExperimentSpec, Prometheus
 from modelrollout.controller.config import OperatorConfig
 from modelrollout.controller.kube import FINALIZER, KubeCluster
@@ -114,7 +114,7 @@ class Runtime:
 
     def provider(
         self, spec: ModelExperimentSpec, namespace: str
-    ) -> PrometheusProvider | list[SpecError] | Unknown:
+    ) -> PrometheusProvider | list[SpecProblem] | Unknown:
         """The experiment's metrics provider, or why there is none (its credentials)."""
         prometheus = spec.metrics.prometheus
         credentials = read_credentials(self.clients.core, namespace, prometheus)

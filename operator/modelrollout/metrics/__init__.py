@@ -11,10 +11,10 @@
 
 A tick, from the reconcile layer::
 
-    creds = read_credentials(core_v1, namespace, spec.metrics.prometheus)   # or a list of SpecError
+    creds = read_credentials(core_v1, namespace, spec.metrics.prometheus)   # or a list of SpecProblem
     provider = PrometheusProvider.from_spec(spec.metrics.prometheus, creds)  # keep it across ticks
     counter_set = build_counter_set(spec, namespace, variants=live)
-    errors = provider.check(counter_set)        # once per generation: [] | [SpecError] | Unknown
+    errors = provider.check(counter_set)        # once per generation: [] | [SpecProblem] | Unknown
     memo = AnchorMemo()                          # per experiment, kept across ticks
     readings = provider.observe(counter_set, now, checkpoints=status.checkpoints,
                                 counted_since=status.counted_since, memo=memo)

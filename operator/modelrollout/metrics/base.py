@@ -10,7 +10,7 @@ says whether it is reachable), with three differences that the analysis needs:
   :class:`~modelrollout.api.observations.Unknown` with the reason (Prometheus unreachable, a PromQL
   error, no data for a variant), never zeros and never an exception into the policy;
 * the spec's selectors are checked apart from reading them: :meth:`MetricsProvider.check` tells a
-  selector that does not parse (a :class:`~modelrollout.api.observations.SpecError`, the spec must be
+  selector that does not parse (a :class:`~modelrollout.api.observations.SpecProblem`, the spec must be
   fixed) from a backend that cannot be asked right now (an ``Unknown``, try again).
 
 Providers are synchronous (their HTTP client is); each synchronous method has an ``a``-prefixed
@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
-from modelrollout.api.observations import MetricReading, SpecError, Unknown
+from modelrollout.api.observations import MetricReading, SpecProblem, Unknown
 from modelrollout.metrics.counters import CounterSet
 from modelrollout.metrics.counting import AnchorMemo
 
@@ -44,7 +44,7 @@ class MetricsProvider(Protocol):
         """Every metric of ``counter_set`` (by name), counted up to ``at``; never raises."""
         ...
 
-    def check(self, counter_set: CounterSet) -> list[SpecError] | Unknown:
+    def check(self, counter_set: CounterSet) -> list[SpecProblem] | Unknown:
         """The spec errors of ``counter_set`` (selectors that do not parse, unusable presets).
 
         An empty list when all is well; :class:`Unknown` when the backend could not be asked and
@@ -68,7 +68,7 @@ class MetricsProvider(Protocol):
         """:meth:`observe`, off the event loop."""
         ...
 
-    async def acheck(self, counter_set: CounterSet) -> list[SpecError] | Unknown:
+    async def acheck(self, counter_set: CounterSet) -> list[SpecProblem] | Unknown:
         """:meth:`check`, off the event loop."""
         ...
 

@@ -65,7 +65,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Final
 
-from modelrollout.api.observations import DIVERGENCE, SpecError
+from modelrollout.api.observations import DIVERGENCE, SpecProblem
 from modelrollout.api.presets import DivergencePreset, MetricType, Preset
 from modelrollout.api.selectors import Matcher, Selector, parse_selector, regex_literal
 from modelrollout.api.spec import QUERY_FIELDS, MetricQueries, ModelExperimentSpec, Provider
@@ -166,7 +166,7 @@ class CounterMetric:
     path: str
     variants: tuple[str, ...]
     fields: tuple[CounterField, ...]
-    error: SpecError | None = None
+    error: SpecProblem | None = None
 
     @property
     def sample_field(self) -> CounterField | None:
@@ -197,7 +197,7 @@ class CounterSet:
                     seen.setdefault((q.selector, q.label, q.variant), q)
         return list(seen.values())
 
-    def spec_errors(self) -> list[SpecError]:
+    def spec_errors(self) -> list[SpecProblem]:
         return [m.error for m in self.all_metrics() if m.error is not None]
 
 
@@ -391,13 +391,13 @@ def _gateway_fields(
     )
 
 
-def _threshold_error(metric: MetricQueries, path: str) -> SpecError | None:
+def _threshold_error(metric: MetricQueries, path: str) -> SpecProblem | None:
     threshold = metric.threshold_ms
     if threshold is None:
-        return SpecError(f"{path}.thresholdMs", f"preset {metric.preset} needs thresholdMs")
+        return SpecProblem(f"{path}.thresholdMs", f"preset {metric.preset} needs thresholdMs")
     if float(threshold) not in ISTIO_DURATION_BUCKETS_MS:
         bounds = ", ".join(format(b, "g") for b in ISTIO_DURATION_BUCKETS_MS)
-        return SpecError(
+        return SpecProblem(
             f"{path}.thresholdMs",
             f"thresholdMs {format(threshold, 'g')} is not a bucket boundary of Istio's "
             f"istio_request_duration_milliseconds; use one of {bounds}",
@@ -412,7 +412,7 @@ def _preset_metric(
     assert preset is not None
     preset_path = f"{path}.preset"
 
-    def failed(error: SpecError) -> CounterMetric:
+    def failed(error: SpecProblem) -> CounterMetric:
         return CounterMetric(metric.name, MetricType.PROPORTION, path, tuple(variants), (), error)
 
     if preset is Preset.GATEWAY_ERROR_RATE:
@@ -422,7 +422,7 @@ def _preset_metric(
             service = by_name[name].service
             if service is None:
                 needs = f"gateway-error-rate needs a service for variant {name}"
-                return failed(SpecError(preset_path, needs))
+                return failed(SpecProblem(preset_path, needs))
             services[checked_label(service, f"service of variant {name}")] = name
         fields = _gateway_fields(services, namespace, preset_path)
     else:
@@ -432,7 +432,7 @@ def _preset_metric(
                 return failed(error)
         target = istio_target(spec, variants)
         if isinstance(target, str):
-            return failed(SpecError(preset_path, target))
+            return failed(SpecProblem(preset_path, target))
         fields = _istio_fields(preset, target, namespace, preset_path, metric.threshold_ms)
     return CounterMetric(metric.name, MetricType.PROPORTION, path, tuple(variants), fields)
 
@@ -489,7 +489,7 @@ def divergence_metric(
         )
         return CounterMetric(DIVERGENCE, MetricType.PROPORTION, path, names, fields)
     if divergence.differing is None or divergence.compared is None:  # unreachable for a valid spec
-        error = SpecError(path, "give either a preset or both queries differing and compared")
+        error = SpecProblem(path, "give either a preset or both queries differing and compared")
         return CounterMetric(DIVERGENCE, MetricType.PROPORTION, path, names, (), error)
     fields = (
         CounterField(

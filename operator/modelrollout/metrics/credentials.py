@@ -6,7 +6,7 @@
 ``CoreV1Api`` that the reconcile layer passes in, and sorts what can go wrong:
 
 * a missing Secret, ConfigMap or key, an empty or multi-line token, a bundle that is not PEM
-  certificates: :class:`~modelrollout.api.observations.SpecError` at the field path
+  certificates: :class:`~modelrollout.api.observations.SpecProblem` at the field path
   (``spec.metrics.prometheus.bearerTokenSecretRef``), with the fix;
 * the apiserver cannot be asked, or refuses (403: the operator's RBAC):
   :class:`~modelrollout.api.observations.Unknown`, to be tried again.
@@ -23,7 +23,7 @@ import ssl
 from dataclasses import dataclass, field
 from typing import Any
 
-from modelrollout.api.observations import SpecError, Unknown
+from modelrollout.api.observations import SpecProblem, Unknown
 from modelrollout.api.spec import KeySelector, Prometheus
 
 _PREFIX = "spec.metrics.prometheus"
@@ -44,7 +44,7 @@ def _status(exc: BaseException) -> int | None:
 
 def read_key(
     core: Any, kind: str, namespace: str, ref: KeySelector, path: str
-) -> bytes | SpecError | Unknown:
+) -> bytes | SpecProblem | Unknown:
     """The bytes under ``ref.key`` of a Secret or ConfigMap, or what went wrong."""
     reader = core.read_namespaced_secret if kind == "Secret" else core.read_namespaced_config_map
     try:
@@ -52,7 +52,7 @@ def read_key(
     except Exception as exc:  # the kubernetes client raises ApiException, urllib3 errors, ...
         status = _status(exc)
         if status == 404:
-            return SpecError(
+            return SpecProblem(
                 path, f"{kind} {namespace}/{ref.name} does not exist: create it with the key {ref.key}, "
                 "or fix the name"
             )
@@ -68,44 +68,44 @@ def read_key(
         if ref.key in binary:
             return base64.b64decode(binary[ref.key] or "", validate=True)
     except (binascii.Error, ValueError):
-        return SpecError(path, f"the key {ref.key} of {kind} {namespace}/{ref.name} is not valid base64")
+        return SpecProblem(path, f"the key {ref.key} of {kind} {namespace}/{ref.name} is not valid base64")
     keys = sorted({*encoded, *binary})
-    return SpecError(
+    return SpecProblem(
         path, f"{kind} {namespace}/{ref.name} has no key {ref.key} (keys: {', '.join(keys) or 'none'})"
     )
 
 
-def _token(raw: bytes, path: str, where: str) -> str | SpecError:
+def _token(raw: bytes, path: str, where: str) -> str | SpecProblem:
     try:
         token = raw.decode("utf-8").strip()
     except UnicodeDecodeError:
-        return SpecError(path, f"the bearer token in {where} is not UTF-8 text")
+        return SpecProblem(path, f"the bearer token in {where} is not UTF-8 text")
     if not token:
-        return SpecError(path, f"the bearer token in {where} is empty")
+        return SpecProblem(path, f"the bearer token in {where} is empty")
     if any(c.isspace() or not c.isprintable() for c in token):
-        return SpecError(path, f"the bearer token in {where} must be one line without spaces")
+        return SpecProblem(path, f"the bearer token in {where} must be one line without spaces")
     return token
 
 
-def _ca(raw: bytes, path: str, where: str) -> str | SpecError:
+def _ca(raw: bytes, path: str, where: str) -> str | SpecProblem:
     try:
         pem = raw.decode("ascii")
     except UnicodeDecodeError:
-        return SpecError(path, f"the CA bundle in {where} is not PEM text")
+        return SpecProblem(path, f"the CA bundle in {where} is not PEM text")
     if "-----BEGIN CERTIFICATE-----" not in pem:
-        return SpecError(
+        return SpecProblem(
             path, f"the CA bundle in {where} holds no PEM certificate (-----BEGIN CERTIFICATE-----)"
         )
     try:
         ssl.create_default_context(cadata=pem)
     except (ssl.SSLError, ValueError) as exc:
-        return SpecError(path, f"the CA bundle in {where} cannot be loaded: {exc}")
+        return SpecProblem(path, f"the CA bundle in {where} cannot be loaded: {exc}")
     return pem
 
 
 def read_credentials(
     core: Any, namespace: str, prometheus: Prometheus
-) -> Credentials | list[SpecError] | Unknown:
+) -> Credentials | list[SpecProblem] | Unknown:
     """The token and CA bundle that ``prometheus`` refers to, read in ``namespace``.
 
     Parameters
@@ -121,12 +121,12 @@ def read_credentials(
     -------
     Credentials
         When everything referenced was read (empty when nothing is referenced).
-    list of SpecError
+    list of SpecProblem
         What must be fixed in the spec or the referenced objects.
     Unknown
         When the apiserver could not be asked (and no spec error was found).
     """
-    errors: list[SpecError] = []
+    errors: list[SpecProblem] = []
     unknown: Unknown | None = None
     token: str | None = None
     ca_pem: str | None = None
@@ -140,7 +140,7 @@ def read_credentials(
     for kind, name, ref in wanted:
         path = f"{_PREFIX}.{name}"
         raw = read_key(core, kind, namespace, ref, path)
-        if isinstance(raw, SpecError):
+        if isinstance(raw, SpecProblem):
             errors.append(raw)
             continue
         if isinstance(raw, Unknown):
@@ -148,7 +148,7 @@ def read_credentials(
             continue
         where = f"{kind} {namespace}/{ref.name} key {ref.key}"
         value = _token(raw, path, where) if name == "bearerTokenSecretRef" else _ca(raw, path, where)
-        if isinstance(value, SpecError):
+        if isinstance(value, SpecProblem):
             errors.append(value)
         elif name == "bearerTokenSecretRef":
             token = value
@@ -163,6 +163,6 @@ def read_credentials(
 
 async def aread_credentials(
     core: Any, namespace: str, prometheus: Prometheus
-) -> Credentials | list[SpecError] | Unknown:
+) -> Credentials | list[SpecProblem] | Unknown:
     """:func:`read_credentials`, off the event loop."""
     return await asyncio.to_thread(read_credentials, core, namespace, prometheus)

@@ -61,7 +61,7 @@ from prometheus_api_client.exceptions import PrometheusApiClientException
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from modelrollout.api.observations import MetricReading, SpecError, Unknown
+from modelrollout.api.observations import MetricReading, SpecProblem, Unknown
 from modelrollout.api.spec import Prometheus
 from modelrollout.api.types import parse_duration
 from modelrollout.errors import InvalidInputError
@@ -361,19 +361,19 @@ class PrometheusProvider:
             return Unknown(answer.reason)
         return None
 
-    def _check_query(self, query: CounterQuery) -> SpecError | _Failure | None:
+    def _check_query(self, query: CounterQuery) -> SpecProblem | _Failure | None:
         """The spec error of one counter query, the failure that stopped the check, or None.
 
         A range of the selector is parsed: PromQL allows a range only on a series selector, so an
         expression is reported as such."""
         failure = self._parse(f"{query.selector}[1m]", query.path)
         if failure is not None and failure.kind == "bad_data":
-            return SpecError(
+            return SpecProblem(
                 query.path, f"the selector does not parse as a series selector: {failure.message}"
             )
         return failure
 
-    def check(self, counter_set: CounterSet) -> list[SpecError] | Unknown:
+    def check(self, counter_set: CounterSet) -> list[SpecProblem] | Unknown:
         """The spec errors of ``counter_set``: those found while building it, and every selector
         that Prometheus does not parse.
 
@@ -386,7 +386,7 @@ class PrometheusProvider:
             for f in metric.fields:
                 for query in f.parts:
                     outcome = self._check_query(query)
-                    if isinstance(outcome, SpecError):
+                    if isinstance(outcome, SpecProblem):
                         errors.append(outcome)
                     elif isinstance(outcome, _Failure):
                         unknown = unknown or Unknown(f"could not check the queries: {outcome.reason}")
@@ -396,7 +396,7 @@ class PrometheusProvider:
             return errors
         return unknown if unknown is not None else []
 
-    async def acheck(self, counter_set: CounterSet) -> list[SpecError] | Unknown:
+    async def acheck(self, counter_set: CounterSet) -> list[SpecProblem] | Unknown:
         """:meth:`check` off the event loop."""
         return await asyncio.to_thread(self.check, counter_set)
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from modelrollout.api.observations import DIVERGENCE, SpecError, Unknown
+from modelrollout.api.observations import DIVERGENCE, SpecProblem, Unknown
 from modelrollout.api.status import (
     AnalysisRecord,
     DroppedChallenger,
@@ -53,7 +53,7 @@ class Assessment:
     divergence: list[DivergenceCheck] = field(default_factory=list)
     srm: SRMCheck | None = None
     outcomes: list[MetricOutcome] = field(default_factory=list)
-    plan_problems: list[SpecError] = field(default_factory=list)
+    plan_problems: list[SpecProblem] = field(default_factory=list)
 
     def primary_of(self, challenger: str) -> MetricOutcome | None:
         return next((o for o in self.outcomes if o.challenger == challenger and o.primary), None)

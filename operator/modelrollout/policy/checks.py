@@ -1,20 +1,20 @@
 """Spec problems the schema does not catch but the policy can, reported like the operator's own
-(:class:`~modelrollout.api.observations.SpecError`: a field path and the fix).
+(:class:`~modelrollout.api.observations.SpecProblem`: a field path and the fix).
 """
 
 from __future__ import annotations
 
-from modelrollout.api.observations import SpecError
+from modelrollout.api.observations import SpecProblem
 from modelrollout.api.spec import ModelExperimentSpec
 from modelrollout.api.status import ModelExperimentStatus, Phase
 
 
-def spec_errors(spec: ModelExperimentSpec) -> list[SpecError]:
+def spec_errors(spec: ModelExperimentSpec) -> list[SpecProblem]:
     """Problems of ``spec`` alone."""
-    errors: list[SpecError] = []
+    errors: list[SpecProblem] = []
     if len(spec.rollout.steps) < 2:
         errors.append(
-            SpecError(
+            SpecProblem(
                 "spec.rollout.steps",
                 "needs at least one step below 100, where the challengers are compared with the champion "
                 "(for example [10, 25, 50, 100])",
@@ -23,7 +23,7 @@ def spec_errors(spec: ModelExperimentSpec) -> list[SpecError]:
     for i, g in enumerate(spec.metrics.guardrails):
         if g.max_relative_increase is not None and not g.higher_is_worse and g.max_relative_increase >= 1:
             errors.append(
-                SpecError(
+                SpecProblem(
                     f"spec.metrics.guardrails[{i}].maxRelativeIncrease",
                     "must be below 1 when higherIsWorse is false (a drop by 100 % or more cannot happen)",
                 )

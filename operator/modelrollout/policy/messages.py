@@ -10,11 +10,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import timedelta
 
-from modelrollout.api.observations import SpecError
+from modelrollout.api.observations import SpecProblem
 from modelrollout.policy.context import fmt, joined, span
 
 
-def spec_errors(errors: Iterable[SpecError]) -> str:
+def spec_errors(errors: Iterable[SpecProblem]) -> str:
     """``path: message; path: message``."""
     return "; ".join(f"{e.path}: {e.message}" for e in errors)
 

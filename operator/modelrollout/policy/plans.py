@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from modelrollout.api.observations import SpecError
+from modelrollout.api.observations import SpecProblem
 from modelrollout.api.presets import MetricType
 from modelrollout.api.spec import Direction, MdeType, Metric, SecondaryMetric
 from modelrollout.api.status import ModelExperimentStatus, PlannedSample
@@ -65,9 +65,9 @@ def champion_value(
     return (mean, sd) if sd > 0 else None
 
 
-def ensure(ctx: Tick, status: ModelExperimentStatus) -> list[SpecError]:
+def ensure(ctx: Tick, status: ModelExperimentStatus) -> list[SpecProblem]:
     """Compute and freeze the plans that can be computed now; return the impossible ones."""
-    problems: list[SpecError] = []
+    problems: list[SpecProblem] = []
     metrics: list[Metric | SecondaryMetric] = [ctx.spec.metrics.primary, *ctx.decisive]
     for metric in metrics:
         if metric.name in status.plans or metric.minimum_detectable_effect is None:
@@ -103,7 +103,7 @@ def ensure(ctx: Tick, status: ModelExperimentStatus) -> list[SpecError]:
                 )
         except InvalidInputError as exc:
             problems.append(
-                SpecError(
+                SpecProblem(
                     _field_path(ctx, metric),
                     f"no sample size can be planned for {metric.name} at the champion's observed value "
                     f"{baseline:.4g}: {exc}",

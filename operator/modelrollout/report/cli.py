@@ -17,9 +17,9 @@ from typing import Any, Final
 
 import yaml
 
+from modelrollout.errors import ExitCode
 from modelrollout.report.errors import ReportError
 
-EXIT_ERROR: Final = 1
 RECORDING_SUFFIXES: Final = (".jsonl", ".ndjson")
 
 
@@ -101,11 +101,11 @@ def _cmd_report(args: argparse.Namespace) -> int:
         files = write_report(obj, Path(args.out), recording=recording)
     except ReportError as exc:
         print(f"modelrollout report: error: {_one_line(str(exc))}", file=sys.stderr)
-        return EXIT_ERROR
+        return ExitCode.FAILED
     print(files.html)
     for path in files.pngs.values():
         print(path)
-    return 0
+    return ExitCode.OK
 
 
 def _one_line(text: str) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from modelrollout.errors import ModelRolloutError
 
-class ReportError(Exception):
+
+class ReportError(ModelRolloutError):
     """The report cannot be built (an unreadable object or file), worded as one line."""

@@ -14,11 +14,11 @@ from modelrollout.api.status import AnalysisRecord, ModelExperimentStatus
 from modelrollout.report.data import ExperimentData, interval_level
 from modelrollout.report.timeline import (
     TimelineEntry,
-    format_duration,
     format_number,
     format_numbers,
     format_time,
     format_weights,
+    human_duration,
 )
 
 _CSS: Final = """
@@ -137,7 +137,7 @@ def _facts(data: ExperimentData) -> str:
     if status.finished_at is not None:
         rows.append(("finished", format_time(status.finished_at)))
         if status.started_at is not None:
-            rows.append(("duration", format_duration(status.finished_at - status.started_at)))
+            rows.append(("duration", human_duration(status.finished_at - status.started_at)))
     for dropped in status.dropped_challengers:
         rows.append((f"dropped {dropped.name}", f"{dropped.reason} at {format_time(dropped.at)}"))
     body = "".join(f"<tr><th>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in rows)
@@ -220,7 +220,7 @@ def _timeline(entries: Sequence[TimelineEntry]) -> str:
         meaning = f": {escape(t.meaning)}" if t.meaning else ""
         items.append(
             f"<li class='{'deciding' if t.deciding else ''}'>"
-            f"<b>{escape(format_time(e.time))}</b> (+{escape(format_duration(t.offset))}) — "
+            f"<b>{escape(format_time(e.time))}</b> (+{escape(human_duration(t.offset))}) — "
             f"{escape(t.transition)}; weights after: {escape(format_weights(e.weights))}.<br>"
             f"<span class='reason'>{escape(e.reason)}</span>{meaning}.<br>"
             f"{escape(e.message)}{numbers}</li>"

@@ -57,7 +57,7 @@ def format_number(value: float) -> str:
     return f"{value:.4g}"
 
 
-def format_duration(delta: timedelta) -> str:
+def human_duration(delta: timedelta) -> str:
     """A duration in words: ``45 s``, ``6.0 minutes``, ``2.5 hours``, ``3.2 days``."""
     seconds = delta.total_seconds()
     if seconds < 120:
@@ -99,7 +99,7 @@ class TimelineEntry:
         """The whole entry as one paragraph of words and numbers."""
         e = self.entry
         parts = [
-            f"{format_time(e.time)} (+{format_duration(self.offset)}): {self.transition}.",
+            f"{format_time(e.time)} (+{human_duration(self.offset)}): {self.transition}.",
             f"Weights after: {format_weights(e.weights)}.",
             f"{e.reason}" + (f": {self.meaning}." if self.meaning else "."),
         ]
@@ -214,7 +214,7 @@ def explain_data(data: ExperimentData) -> str:
     if entries:
         start = min(entries[0].time, start) if start else entries[0].time
     end = status.finished_at or status.last_tick_at
-    took = f" after {format_duration(end - start)}" if start is not None and end is not None else ""
+    took = f" after {human_duration(end - start)}" if start is not None and end is not None else ""
     if phase.terminal:
         sentences.append(f"Experiment {data.name} ended {phase.value}{took}.")
     else:

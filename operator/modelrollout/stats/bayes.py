@@ -15,7 +15,7 @@ lift. Everything is deterministic: probabilities, losses and quantiles come from
 numerical integration with ``scipy.integrate.quad`` and root finding with
 ``scipy.optimize.brentq`` (no Monte Carlo), so the same counts always give the same answer.
 
-:func:`decide` turns a result into a :class:`~modelrollout.stats.results.Decision`.
+:func:`decide` turns a result into a :class:`~modelrollout.stats.results.Verdict`.
 
 References
 ----------
@@ -39,7 +39,7 @@ from scipy import integrate, optimize, special
 
 from modelrollout.errors import InvalidInputError
 from modelrollout.stats import _validate
-from modelrollout.stats.results import Decision, Interval
+from modelrollout.stats.results import Interval, Verdict
 
 __all__ = [
     "DEFAULT_PRIOR_ALPHA",
@@ -118,7 +118,7 @@ class BayesResult:
     direction: str
     posterior: dict[str, float] = field(default_factory=dict)
 
-    def decision(self, threshold: float = 0.95, loss_tolerance: float = math.inf) -> Decision:
+    def decision(self, threshold: float = 0.95, loss_tolerance: float = math.inf) -> Verdict:
         """Shortcut for :func:`decide`."""
         return decide(self, threshold=threshold, loss_tolerance=loss_tolerance)
 
@@ -129,7 +129,7 @@ class BayesResult:
         return d
 
 
-def decide(result: BayesResult, *, threshold: float = 0.95, loss_tolerance: float = math.inf) -> Decision:
+def decide(result: BayesResult, *, threshold: float = 0.95, loss_tolerance: float = math.inf) -> Verdict:
     """The decision rule for the ``bayesian`` analysis.
 
     * ``ROLLOUT_CHALLENGER`` when ``probability_better >= threshold`` and
@@ -163,10 +163,10 @@ def decide(result: BayesResult, *, threshold: float = 0.95, loss_tolerance: floa
     if math.isnan(tol) or tol < 0:
         raise InvalidInputError(f"loss_tolerance must be >= 0, got {loss_tolerance!r}")
     if result.probability_better >= thr and result.expected_loss_treatment <= tol:
-        return Decision.ROLLOUT_CHALLENGER
+        return Verdict.ROLLOUT_CHALLENGER
     if result.probability_better <= 1.0 - thr:
-        return Decision.KEEP_CHAMPION
-    return Decision.INCONCLUSIVE
+        return Verdict.KEEP_CHAMPION
+    return Verdict.INCONCLUSIVE
 
 
 def beta_binomial(

@@ -39,7 +39,7 @@ from scipy import special, stats
 
 from modelrollout.errors import InvalidInputError
 from modelrollout.stats import _validate
-from modelrollout.stats.results import Decision, Interval
+from modelrollout.stats.results import Interval, Verdict
 
 __all__ = [
     "DisagreementResult",
@@ -147,14 +147,14 @@ class DisagreementResult:
         """True when even the lower bound of the interval is above ``max_divergence``."""
         return self.ci.low > _validate.probability("max_divergence", max_divergence)
 
-    def verdict(self, max_divergence: float) -> Decision:
+    def verdict(self, max_divergence: float) -> Verdict:
         """``ROLLOUT_CHALLENGER`` (may leave shadow) when within the bound, ``KEEP_CHAMPION`` when
         it exceeds it, ``INCONCLUSIVE`` while the interval straddles it."""
         if self.within(max_divergence):
-            return Decision.ROLLOUT_CHALLENGER
+            return Verdict.ROLLOUT_CHALLENGER
         if self.exceeds(max_divergence):
-            return Decision.KEEP_CHAMPION
-        return Decision.INCONCLUSIVE
+            return Verdict.KEEP_CHAMPION
+        return Verdict.INCONCLUSIVE
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

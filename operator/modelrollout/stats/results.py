@@ -12,7 +12,7 @@ from enum import StrEnum
 from typing import Any
 
 
-class Decision(StrEnum):
+class Verdict(StrEnum):
     """The verdict of a comparison between a challenger and the champion."""
 
     ROLLOUT_CHALLENGER = "ROLLOUT_CHALLENGER"
@@ -62,13 +62,13 @@ class ComparisonResult:
     def significant(self) -> bool:
         return self.p_value < self.alpha
 
-    def decision(self, direction: str = "increase") -> Decision:
+    def decision(self, direction: str = "increase") -> Verdict:
         """ROLLOUT_CHALLENGER when significantly better in ``direction``, KEEP_CHAMPION when
         significantly worse, INCONCLUSIVE otherwise."""
         if not self.significant:
-            return Decision.INCONCLUSIVE
+            return Verdict.INCONCLUSIVE
         better = self.difference > 0 if direction == "increase" else self.difference < 0
-        return Decision.ROLLOUT_CHALLENGER if better else Decision.KEEP_CHAMPION
+        return Verdict.ROLLOUT_CHALLENGER if better else Verdict.KEEP_CHAMPION
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

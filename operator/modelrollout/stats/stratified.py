@@ -42,7 +42,7 @@ from scipy import special, stats
 
 from modelrollout.errors import InvalidInputError
 from modelrollout.stats import _validate
-from modelrollout.stats.results import Decision, Interval
+from modelrollout.stats.results import Interval, Verdict
 
 __all__ = [
     "StratifiedResult",
@@ -104,15 +104,15 @@ class StratifiedResult:
     def significant(self) -> bool:
         return self.p_value < self.alpha
 
-    def decision(self, direction: str = "increase") -> Decision:
+    def decision(self, direction: str = "increase") -> Verdict:
         """ROLLOUT_CHALLENGER when significantly better in ``direction``, KEEP_CHAMPION when
         significantly worse, INCONCLUSIVE otherwise (as ComparisonResult.decision)."""
         if direction not in ("increase", "decrease"):
             raise InvalidInputError(f"direction must be 'increase' or 'decrease', got {direction!r}")
         if not self.significant:
-            return Decision.INCONCLUSIVE
+            return Verdict.INCONCLUSIVE
         better = self.estimate > 0 if direction == "increase" else self.estimate < 0
-        return Decision.ROLLOUT_CHALLENGER if better else Decision.KEEP_CHAMPION
+        return Verdict.ROLLOUT_CHALLENGER if better else Verdict.KEEP_CHAMPION
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

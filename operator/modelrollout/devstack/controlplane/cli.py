@@ -10,6 +10,7 @@ from pathlib import Path
 from modelrollout.devstack.controlplane import build, env
 from modelrollout.devstack.controlplane.errors import LocalEnvError
 from modelrollout.devstack.controlplane.paths import default_state_dir
+from modelrollout.errors import ExitCode
 
 
 def _err(message: str) -> None:
@@ -26,9 +27,9 @@ def cmd_up(args: argparse.Namespace) -> int:
                        controller_manager=not args.no_controller_manager)
     except LocalEnvError as exc:
         _err(f"modelrollout localenv up: {exc}")
-        return 1
+        return ExitCode.FAILED
     print(env.endpoints_of(state).exports())
-    return 0
+    return ExitCode.OK
 
 
 def cmd_down(args: argparse.Namespace) -> int:
@@ -36,9 +37,9 @@ def cmd_down(args: argparse.Namespace) -> int:
         stopped = env.down(_state_dir(args))
     except LocalEnvError as exc:
         _err(f"modelrollout localenv down: {exc}")
-        return 1
+        return ExitCode.FAILED
     _err("localenv: stopped" if stopped else "localenv: nothing was running")
-    return 0
+    return ExitCode.OK
 
 
 def cmd_env(args: argparse.Namespace) -> int:
@@ -47,12 +48,12 @@ def cmd_env(args: argparse.Namespace) -> int:
     if state is None or not env.running(state):
         _err(f"modelrollout localenv env: no running environment in {state_dir}; "
              'start one with: eval "$(modelrollout localenv up)"')
-        return 1
+        return ExitCode.FAILED
     if args.json:
         print(json.dumps(state, indent=2))
     else:
         print(env.endpoints_of(state).exports())
-    return 0
+    return ExitCode.OK
 
 
 def cmd_build(args: argparse.Namespace) -> int:
@@ -61,12 +62,12 @@ def cmd_build(args: argparse.Namespace) -> int:
                                    with_helm=not args.no_helm)
     except LocalEnvError as exc:
         _err(f"modelrollout localenv build: {exc}")
-        return 1
+        return ExitCode.FAILED
     helm = None if args.no_helm else build.locate_helm()
     for path in (binaries.etcd, binaries.kube_apiserver, binaries.kube_controller_manager, helm):
         if path is not None:
             print(path)
-    return 0
+    return ExitCode.OK
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -16,10 +16,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from modelrollout.errors import ExitCode
+
 #: The scenarios' names, kept here so building the parser imports nothing heavy; they are the keys
 #: of :data:`modelrollout.devstack.demo.scenarios.SCENARIOS`.
 SCENARIO_NAMES = ("promote", "guardrail-breach", "worse", "shadow", "abn")
-EXIT_OK, EXIT_FAILED = 0, 1
 
 
 def _stderr(message: str) -> None:
@@ -86,7 +87,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     _stderr(f"demo: done in {result.wall_time_s:.0f} s ({phases})")
     if result.interrupted_by is not None:
         return 128 + result.interrupted_by
-    return EXIT_OK if result.ok else EXIT_FAILED
+    return ExitCode.OK if result.ok else ExitCode.FAILED
 
 
 def register(subparsers: Any) -> None:

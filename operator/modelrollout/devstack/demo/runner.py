@@ -44,6 +44,7 @@ from modelrollout.devstack.demo.scenarios import (
     outcome_problems,
     steps_taken,
 )
+from modelrollout.errors import ModelRolloutError
 
 Progress = Callable[[str], None]
 
@@ -53,7 +54,7 @@ DEMO_NAMESPACE = "demo"
 POLL_SECONDS = 0.5
 
 
-class DemoError(Exception):
+class DemoError(ModelRolloutError):
     """The demo could not run its scenario (a component failed, a prerequisite is missing)."""
 
 

@@ -42,6 +42,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from modelrollout.errors import ModelRolloutError
+
 MatchKind = Literal["exact", "prefix", "path_prefix", "regex", "present"]
 CLUSTER_DOMAIN = "svc.cluster.local"
 
@@ -179,7 +181,7 @@ class WeightedBackend:
 
 
 @dataclass(frozen=True)
-class Rule:
+class RouteRule:
     """One Istio HTTP route or Gateway API rule. No ``matches`` means: every request."""
 
     name: str
@@ -196,7 +198,7 @@ class Rule:
 class Selection:
     """The routing decision for one request."""
 
-    rule: Rule
+    rule: RouteRule
     backend: BackendRef | None   # None: every weight is zero (the mesh answers 500)
     mirrors: tuple[Mirror, ...]  # the candidate mirrors; each fires with its own percentage
 
@@ -210,8 +212,8 @@ class RouteTable:
     namespace: str
     resource_version: str = ""
     generation: int = 0
-    rules: tuple[Rule, ...] = ()
-    ordered: tuple[tuple[Rule, RequestMatch | None], ...] = ()
+    rules: tuple[RouteRule, ...] = ()
+    ordered: tuple[tuple[RouteRule, RequestMatch | None], ...] = ()
     warnings: tuple[str, ...] = ()
 
     @classmethod
@@ -219,7 +221,7 @@ class RouteTable:
               resource_version: str = "") -> RouteTable:
         return cls(kind, name, namespace, resource_version)
 
-    def match(self, request: RequestInfo) -> Rule | None:
+    def match(self, request: RequestInfo) -> RouteRule | None:
         """The rule that takes ``request``, or None (Envoy's "no route", 404 NR)."""
         for rule, condition in self.ordered:
             if condition is None or condition.matches(request):
@@ -279,7 +281,7 @@ class RouteTable:
         }
 
 
-class RouteParseError(ValueError):
+class RouteParseError(ModelRolloutError, ValueError):
     """The object cannot be turned into routes (the mesh keeps its previous table)."""
 
 
@@ -378,7 +380,7 @@ def parse_virtual_service(obj: Mapping[str, Any], route_names: Sequence[str] = (
     namespace = meta.get("namespace") or "default"
     spec = obj.get("spec") or {}
     warnings: list[str] = []
-    rules: list[Rule] = []
+    rules: list[RouteRule] = []
     for index, route in enumerate(spec.get("http") or []):
         name = route.get("name") or f"http[{index}]"
         if route_names and route.get("name") not in route_names:
@@ -398,8 +400,8 @@ def parse_virtual_service(obj: Mapping[str, Any], route_names: Sequence[str] = (
         for key in ("redirect", "directResponse", "delegate"):
             if key in route:
                 warnings.append(f"{where}.{key} is not supported by the mesh stand-in")
-        rules.append(Rule(name, matches, tuple(backends), _istio_mirrors(route, namespace, where)))
-    ordered: list[tuple[Rule, RequestMatch | None]] = []
+        rules.append(RouteRule(name, matches, tuple(backends), _istio_mirrors(route, namespace, where)))
+    ordered: list[tuple[RouteRule, RequestMatch | None]] = []
     for rule in rules:
         if rule.matches:
             ordered += [(rule, m) for m in rule.matches]
@@ -483,8 +485,8 @@ def parse_http_route(obj: Mapping[str, Any]) -> RouteTable:
     namespace = meta.get("namespace") or "default"
     spec = obj.get("spec") or {}
     warnings: list[str] = []
-    rules: list[Rule] = []
-    keyed: list[tuple[tuple[int, ...], Rule, RequestMatch]] = []
+    rules: list[RouteRule] = []
+    keyed: list[tuple[tuple[int, ...], RouteRule, RequestMatch]] = []
     for index, rule_spec in enumerate(spec.get("rules") or []):
         where = f"spec.rules[{index}]"
         name = rule_spec.get("name") or f"rules[{index}]"
@@ -499,12 +501,14 @@ def parse_http_route(obj: Mapping[str, Any]) -> RouteTable:
                 _gateway_mirrors(ref.get("filters") or [], namespace, f"{where}.backendRefs[{i}].filters",
                                  warnings)))
         mirrors = _gateway_mirrors(rule_spec.get("filters") or [], namespace, f"{where}.filters", warnings)
-        rule = Rule(name, matches, tuple(backends), mirrors)
+        rule = RouteRule(name, matches, tuple(backends), mirrors)
         rules.append(rule)
         for i, match in enumerate(matches):
             keyed.append(((*_gateway_precedence(match), index, i), rule, match))
     keyed.sort(key=lambda item: item[0])
-    ordered: tuple[tuple[Rule, RequestMatch | None], ...] = tuple((rule, match) for _, rule, match in keyed)
+    ordered: tuple[tuple[RouteRule, RequestMatch | None], ...] = tuple(
+        (rule, match) for _, rule, match in keyed
+    )
     return RouteTable("HTTPRoute", meta.get("name", ""), namespace, str(meta.get("resourceVersion", "")),
                       int(meta.get("generation") or 0), tuple(rules), ordered, tuple(warnings))
 

@@ -42,6 +42,7 @@ from modelrollout.devstack.sim.common import LOOPBACK
 from modelrollout.devstack.sim.loadgen import LoadConfig, LoadReport
 from modelrollout.devstack.sim.mesh import Backend, MeshConfig
 from modelrollout.devstack.sim.model_server import ModelConfig
+from modelrollout.errors import ModelRolloutError
 
 if TYPE_CHECKING:
     from modelrollout.devstack.controlplane.prometheus import Prometheus
@@ -50,7 +51,7 @@ MODELS_JOB = "sim-models"
 MESH_JOB = "sim-mesh"
 
 
-class StackError(RuntimeError):
+class StackError(ModelRolloutError, RuntimeError):
     """A simulated component failed to start, answer or stop."""
 
 

@@ -42,13 +42,14 @@ from modelrollout.devstack.sim.loadgen import LoadConfig, LoadReport
 from modelrollout.devstack.sim.mesh import MeshConfig
 from modelrollout.devstack.sim.model_server import ModelConfig
 from modelrollout.devstack.sim.stack import LoadRun, ModelSpec, RunningMesh, RunningModel, SimStack
+from modelrollout.errors import ModelRolloutError
 
 ISTIO = ("networking.istio.io", "v1", "virtualservices")
 GATEWAY = ("gateway.networking.k8s.io", "v1", "httproutes")
 APP = "ranker"
 
 
-class ScenarioError(AssertionError):
+class ScenarioError(ModelRolloutError, AssertionError):
     """A Then step that did not hold, with what was seen."""
 
 

@@ -14,7 +14,7 @@ from typing import Any
 from modelrollout.errors import InvalidInputError
 from modelrollout.stats import bayes, means, proportions, sequential
 from modelrollout.stats import power as sample_size
-from modelrollout.stats.results import ComparisonResult, Decision
+from modelrollout.stats.results import ComparisonResult, Verdict
 
 _PROPORTION_TESTS = ("z", "chi2", "chi2-yates", "sequential", "bayesian")
 _MEAN_TESTS = ("welch", "sequential", "bayesian")
@@ -94,13 +94,13 @@ def _parse_mean(label: str, text: str) -> tuple[float, float, float]:
 
 
 def _with_practical(
-    decision: Decision, low: float, high: float, threshold: float | None, direction: str
-) -> Decision:
+    decision: Verdict, low: float, high: float, threshold: float | None, direction: str
+) -> Verdict:
     """Promotion also needs the lift's interval beyond the practical threshold, when one is given."""
-    if threshold is None or decision is not Decision.ROLLOUT_CHALLENGER:
+    if threshold is None or decision is not Verdict.ROLLOUT_CHALLENGER:
         return decision
     beyond = low >= threshold if direction == "increase" else high <= -threshold
-    return decision if beyond else Decision.INCONCLUSIVE
+    return decision if beyond else Verdict.INCONCLUSIVE
 
 
 def _comparison_document(
@@ -199,7 +199,7 @@ def _bayes_document(result: bayes.BayesResult, practical_threshold: float | None
     )
     out["decision"] = decision.value
     # A Bayesian analysis has no p-value; "significant" means the decision threshold was met.
-    out["significant"] = decision is not Decision.INCONCLUSIVE
+    out["significant"] = decision is not Verdict.INCONCLUSIVE
     return out
 
 

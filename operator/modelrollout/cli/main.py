@@ -17,9 +17,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
-from modelrollout.errors import InvalidInputError
-
-EXIT_USAGE = 2
+from modelrollout.errors import ExitCode, InvalidInputError, ModelRolloutError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -40,7 +38,7 @@ class _Parser(argparse.ArgumentParser):
         self._negative_number_matcher = self._NEGATIVE_LIKE
 
     def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+        self.exit(ExitCode.USAGE, f"{self.prog}: error: {message}\n")
 
 
 def _json_safe(value: Any) -> Any:
@@ -80,7 +78,7 @@ def _add_output(p: argparse.ArgumentParser) -> None:
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
-    from modelrollout import planning
+    from modelrollout.cli import planning
 
     result = planning.plan_from_args(
         metric=args.metric,
@@ -96,7 +94,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         daily_traffic=args.daily_traffic,
     )
     _print_result(result, args.output, "Sample size plan")
-    return 0
+    return ExitCode.OK
 
 
 def _register_plan(sub: Any) -> None:
@@ -125,7 +123,7 @@ def _register_plan(sub: Any) -> None:
 
 
 def _cmd_analyze(args: argparse.Namespace) -> int:
-    from modelrollout import planning
+    from modelrollout.cli import planning
 
     result = planning.analyze_from_args(
         metric=args.metric,
@@ -138,7 +136,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
         practical_threshold=args.practical_threshold,
     )
     _print_result(result, args.output, f"Analysis ({result['method']})")
-    return 0
+    return ExitCode.OK
 
 
 def _register_analyze(sub: Any) -> None:
@@ -174,7 +172,7 @@ def _register_analyze(sub: Any) -> None:
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
-    from modelrollout import planning
+    from modelrollout.cli import planning
 
     result = planning.simulate_from_args(
         metric=args.metric,
@@ -191,7 +189,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         power=args.power,
     )
     _print_result(result, args.output, f"Simulation ({args.method}, {args.runs} runs)")
-    return 0
+    return ExitCode.OK
 
 
 def _register_simulate(sub: Any) -> None:
@@ -244,7 +242,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         liveness_endpoint=args.liveness,
         memo=kopf.Memo({MEMO_CONFIG: config}),
     )
-    return 0
+    return ExitCode.OK
 
 
 def _register_run(sub: Any) -> None:
@@ -315,9 +313,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         code: int = args.func(args)
-    except InvalidInputError as exc:
+    except ModelRolloutError as exc:
+        # The one place where an error becomes an exit: its class says which (errors.ExitCode).
         print(f"modelrollout {args.command}: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"modelrollout {args.command}: interrupted", file=sys.stderr)
+        return ExitCode.INTERRUPTED
     return code
 
 
