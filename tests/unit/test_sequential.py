@@ -545,3 +545,14 @@ def test_a_finite_carried_log_e_max_is_still_the_running_max(name: str) -> None:
 def test_invalid_input(call: object, match: str) -> None:
     with pytest.raises(InvalidInputError, match=match):
         call()  # type: ignore[operator]
+
+
+def test_analyze_and_the_operator_share_one_practical_threshold_rule() -> None:
+    from modelrollout.stats.results import meets_practical_threshold
+
+    assert meets_practical_threshold(0.02, None)
+    assert meets_practical_threshold(None, None)
+    assert meets_practical_threshold(0.05, 0.05)
+    assert not meets_practical_threshold(0.049, 0.05)
+    assert not meets_practical_threshold(None, 0.05)
+    assert meets_practical_threshold(0.0, 0.0)

@@ -14,7 +14,7 @@ from typing import Any
 from modelrollout.errors import InvalidInputError
 from modelrollout.stats import bayes, means, proportions, sequential
 from modelrollout.stats import power as sample_size
-from modelrollout.stats.results import ComparisonResult, Verdict
+from modelrollout.stats.results import ComparisonResult, Verdict, meets_practical_threshold
 
 _PROPORTION_TESTS = ("z", "chi2", "chi2-yates", "sequential", "bayesian")
 _MEAN_TESTS = ("welch", "sequential", "bayesian")
@@ -97,10 +97,10 @@ def _with_practical(
     decision: Verdict, low: float, high: float, threshold: float | None, direction: str
 ) -> Verdict:
     """Promotion also needs the lift's interval beyond the practical threshold, when one is given."""
-    if threshold is None or decision is not Verdict.ROLLOUT_CHALLENGER:
+    if decision is not Verdict.ROLLOUT_CHALLENGER:
         return decision
-    beyond = low >= threshold if direction == "increase" else high <= -threshold
-    return decision if beyond else Verdict.INCONCLUSIVE
+    gain_low = low if direction == "increase" else -high
+    return decision if meets_practical_threshold(gain_low, threshold) else Verdict.INCONCLUSIVE
 
 
 def _comparison_document(

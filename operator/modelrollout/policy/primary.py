@@ -72,6 +72,7 @@ from modelrollout.errors import InvalidInputError
 from modelrollout.policy import counts, plans, values
 from modelrollout.policy.context import Tick, finite
 from modelrollout.stats import bayes, multiple, ratio, sequential, stratified
+from modelrollout.stats.results import meets_practical_threshold
 
 #: Samples per arm a stratum needs to join the combination of a mean or ratio metric.
 MIN_STRATUM_SAMPLES: Final = 30
@@ -360,7 +361,7 @@ def _verdict(ctx: Tick, o: MetricOutcome) -> VariantDecision:
         if worse:
             return VariantDecision.WORSE
         practical = analysis.practical_threshold if o.primary else None
-        if better and (practical is None or (gain_ci is not None and gain_ci[0] >= practical)):
+        if better and meets_practical_threshold(gain_ci[0] if gain_ci is not None else None, practical):
             return VariantDecision.BETTER
     if analysis.method is Method.FIXED:
         return VariantDecision.INCONCLUSIVE

@@ -12,6 +12,17 @@ from enum import StrEnum
 from typing import Any
 
 
+def meets_practical_threshold(gain_low: float | None, threshold: float | None) -> bool:
+    """Whether a significant gain is also large enough to act on.
+
+    ``gain_low`` is the lower bound of the gain's interval, signed so that positive is better (the
+    lift for a metric that should increase, minus the lift for one that should decrease). Without a
+    ``threshold`` every significant gain is enough. Both ``modelrollout analyze`` and the operator's
+    verdict call this, so they cannot disagree on the same numbers.
+    """
+    return threshold is None or (gain_low is not None and gain_low >= threshold)
+
+
 class Verdict(StrEnum):
     """The verdict of a comparison between a challenger and the champion."""
 
