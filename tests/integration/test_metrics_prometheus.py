@@ -12,7 +12,6 @@ Names carry a random token, so the series of other tests in the same Prometheus 
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import math
 import secrets
@@ -382,21 +381,6 @@ def test_a_variant_without_series_is_unknown_never_zero(scraped: Scraped) -> Non
         f"no data for variant {V8} from spec.metrics.guardrails[0].preset")
 
 
-def test_async_observe_matches(scraped: Scraped) -> None:
-    guardrails = [{"name": "errors", "preset": "istio-error-rate", "maxRelativeIncrease": 0.1}]
-    counter_set = build_counter_set(spec(guardrails=guardrails, shadow=True), NS, variants=(V6, V7))
-
-    async def run() -> dict[str, MetricReading]:
-        with PrometheusProvider(scraped.url) as provider:
-            return await provider.aobserve(counter_set, scraped.at, checkpoints={},
-                                           counted_since=scraped.zeros, memo=AnchorMemo())
-
-    readings = {name: summed(reading) for name, reading in asyncio.run(run()).items()}
-    assert readings == observe(scraped, spec(guardrails=guardrails, shadow=True))
-    assert readings["errors"] == {V6: MetricCounters(successes=3, trials=100),
-                                  V7: MetricCounters(successes=0, trials=40)}
-
-
 # --- checks -------------------------------------------------------------------------------------
 
 
@@ -436,8 +420,6 @@ def test_selectors_that_prometheus_does_not_parse_are_spec_errors(prometheus: Pr
     counter_set = build_counter_set(spec(primary=primary, guardrails=guardrails), NS)
     with PrometheusProvider(prometheus.url) as provider:
         errors = provider.check(counter_set)
-        async_errors = asyncio.run(provider.acheck(counter_set))
-    assert errors == async_errors
     assert isinstance(errors, list)
     by_path = {e.path: e.message for e in errors}
     assert set(by_path) == {"spec.metrics.guardrails[0].thresholdMs", "spec.metrics.primary.successes",

@@ -15,7 +15,7 @@ from kubernetes import client
 from modelrollout.api.observations import SpecProblem, Unknown
 from modelrollout.api.spec import Prometheus
 from modelrollout.devstack.controlplane.procs import free_port
-from modelrollout.metrics import Credentials, aread_credentials, read_credentials
+from modelrollout.metrics import Credentials, read_credentials
 
 pytestmark = pytest.mark.unit
 
@@ -62,10 +62,3 @@ def test_an_unreachable_apiserver_is_unknown() -> None:
     assert isinstance(found, Unknown)
     assert found.reason.startswith(
         "could not read Secret shop/r for spec.metrics.prometheus.bearerTokenSecretRef: ")
-
-
-def test_async_twin() -> None:
-    import asyncio
-
-    found = asyncio.run(aread_credentials(FakeCore({"t": "dG9rZW4="}), "shop", REF))
-    assert found == Credentials(bearer_token="token")

@@ -8,7 +8,6 @@ in ``tests/integration/test_metrics_prometheus.py``.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
 import threading
@@ -435,26 +434,15 @@ def test_bad_arguments(address: str, kwargs: dict[str, Any]) -> None:
         PrometheusProvider(address, **kwargs)
 
 
-# --- async --------------------------------------------------------------------------------------
+# --- concurrency ------------------------------------------------------------------------------------
 
 
-def test_aobserve_runs_off_the_loop(server: FakeServer) -> None:
+def test_observe_bounds_the_queries_in_flight(server: FakeServer) -> None:
     answers = by_query(ANSWERS)
     server.answer = lambda seen: (*answers(seen)[:2], 0.1)
     counter_set = counters(guardrails=2)
-
-    async def run() -> tuple[dict[str, MetricReading], int]:
-        ticks = 0
-        with PrometheusProvider(server.url, max_concurrency=3) as provider:
-            task = asyncio.ensure_future(provider.aobserve(
-                counter_set, AT, checkpoints={}, counted_since=SINCE, memo=AnchorMemo()))
-            while not task.done():  # the loop stays free while the queries run
-                ticks += 1
-                await asyncio.sleep(0.01)
-            return task.result(), ticks
-
-    readings, ticks = asyncio.run(run())
-    assert ticks > 10
+    with PrometheusProvider(server.url, max_concurrency=3) as provider:
+        readings = observe(provider, counter_set)
     assert sums(readings["ctr"]) == EXPECTED
     assert isinstance(readings["g0"], Unknown)  # the fake has no e0_total series: no data, never zero
     assert readings["g0"].reason.startswith(
@@ -464,16 +452,11 @@ def test_aobserve_runs_off_the_loop(server: FakeServer) -> None:
         assert observe(provider, counter_set) == readings
 
 
-def test_aobserve_skips_the_rest_once_unreachable() -> None:
+def test_observe_skips_the_rest_once_unreachable() -> None:
     url = f"http://127.0.0.1:{free_port()}"
     counter_set = counters(guardrails=6)
-
-    async def run() -> dict[str, MetricReading]:
-        with PrometheusProvider(url, max_concurrency=1) as provider:
-            return await provider.aobserve(counter_set, AT, checkpoints={}, counted_since=SINCE,
-                                           memo=AnchorMemo())
-
-    readings = asyncio.run(run())
+    with PrometheusProvider(url, max_concurrency=1) as provider:
+        readings = observe(provider, counter_set)
     assert len(readings) == 7
     assert set(readings.values()) == {Unknown(f"Prometheus unreachable at {url}: Connection refused")}
 
@@ -499,11 +482,9 @@ def test_check_maps_bad_data_to_spec_errors(server: FakeServer) -> None:
     server.answer = answer
     with PrometheusProvider(server.url) as provider:
         found = provider.check(counters())
-        again = asyncio.run(provider.acheck(counters()))
     assert found == [SpecProblem("spec.metrics.primary.successes",
                                "the selector does not parse as a series selector: "
                                'invalid parameter "query": 1:5: parse error: unexpected')]
-    assert again == found
     assert {s.path for s in server.seen} == {"/api/v1/format_query"}
 
 
@@ -541,10 +522,8 @@ def test_check_other_failures_are_unknown(server: FakeServer) -> None:
     server.answer = lambda seen: (500, b"oops", 0.0)
     with PrometheusProvider(server.url) as provider:
         found = provider.check(counters())
-        again = asyncio.run(provider.acheck(counters()))
     assert found == Unknown(f"could not check the queries: Prometheus at {server.url} answered HTTP 500 for "
                             "spec.metrics.primary.successes: oops")
-    assert again == found
 
 
 def test_check_stops_once_unreachable(server: FakeServer) -> None:

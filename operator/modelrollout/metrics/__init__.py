@@ -32,7 +32,7 @@ from modelrollout.metrics.counters import (
     build_counter_set,
 )
 from modelrollout.metrics.counting import AnchorMemo, count_set
-from modelrollout.metrics.credentials import Credentials, aread_credentials, read_credentials
+from modelrollout.metrics.credentials import Credentials, read_credentials
 from modelrollout.metrics.prometheus import PrometheusProvider
 
 __all__ = [
@@ -46,7 +46,6 @@ __all__ = [
     "Credentials",
     "MetricsProvider",
     "PrometheusProvider",
-    "aread_credentials",
     "build_counter_set",
     "count_set",
     "read_credentials",

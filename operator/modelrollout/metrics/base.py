@@ -13,8 +13,8 @@ says whether it is reachable), with three differences that the analysis needs:
   selector that does not parse (a :class:`~modelrollout.api.observations.SpecProblem`, the spec must be
   fixed) from a backend that cannot be asked right now (an ``Unknown``, try again).
 
-Providers are synchronous (their HTTP client is); each synchronous method has an ``a``-prefixed
-coroutine twin that runs it off the event loop, for the kopf handlers.
+Providers are synchronous (their HTTP client is): kopf runs the tick's synchronous handlers in its
+thread pool, off the event loop.
 """
 
 from __future__ import annotations
@@ -54,22 +54,6 @@ class MetricsProvider(Protocol):
 
     def online(self) -> Unknown | None:
         """None when the backend answers a trivial query, else why not."""
-        ...
-
-    async def aobserve(
-        self,
-        counter_set: CounterSet,
-        at: datetime,
-        *,
-        checkpoints: Mapping[str, datetime | None],
-        counted_since: datetime,
-        memo: AnchorMemo,
-    ) -> dict[str, MetricReading]:
-        """:meth:`observe`, off the event loop."""
-        ...
-
-    async def acheck(self, counter_set: CounterSet) -> list[SpecProblem] | Unknown:
-        """:meth:`check`, off the event loop."""
         ...
 
     def close(self) -> None:

@@ -16,7 +16,6 @@ Nothing raises. The values never appear in a reason or a log.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import ssl
@@ -159,10 +158,3 @@ def read_credentials(
     if unknown is not None:
         return unknown
     return Credentials(bearer_token=token, ca_pem=ca_pem)
-
-
-async def aread_credentials(
-    core: Any, namespace: str, prometheus: Prometheus
-) -> Credentials | list[SpecProblem] | Unknown:
-    """:func:`read_credentials`, off the event loop."""
-    return await asyncio.to_thread(read_credentials, core, namespace, prometheus)

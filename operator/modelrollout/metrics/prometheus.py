@@ -42,7 +42,6 @@ a spec error.
 from __future__ import annotations
 
 import ast
-import asyncio
 import contextlib
 import json
 import math
@@ -69,7 +68,7 @@ from modelrollout.metrics.counters import CounterQuery, CounterSet
 from modelrollout.metrics.counting import AnchorMemo, count_set, milliseconds
 from modelrollout.metrics.credentials import Credentials
 
-#: Default number of queries of one tick in flight at once (async methods).
+#: Default number of queries of one tick in flight at once.
 DEFAULT_CONCURRENCY: Final = 4
 
 _STATUS_MESSAGE = re.compile(r"HTTP Status Code (\d+) \((.*)\)\s*$", re.DOTALL)
@@ -338,20 +337,6 @@ class PrometheusProvider:
             fetch_last=self.fetch_last,
         )
 
-    async def aobserve(
-        self,
-        counter_set: CounterSet,
-        at: datetime,
-        *,
-        checkpoints: Mapping[str, datetime | None],
-        counted_since: datetime,
-        memo: AnchorMemo,
-    ) -> dict[str, MetricReading]:
-        """:meth:`observe` off the event loop."""
-        return await asyncio.to_thread(
-            self.observe, counter_set, at, checkpoints=checkpoints, counted_since=counted_since, memo=memo
-        )
-
     # --- checks ---------------------------------------------------------------------------------
 
     def online(self) -> Unknown | None:
@@ -395,10 +380,6 @@ class PrometheusProvider:
         if errors:
             return errors
         return unknown if unknown is not None else []
-
-    async def acheck(self, counter_set: CounterSet) -> list[SpecProblem] | Unknown:
-        """:meth:`check` off the event loop."""
-        return await asyncio.to_thread(self.check, counter_set)
 
 
 def _from_seconds(at: float) -> datetime:
