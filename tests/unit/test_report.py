@@ -391,3 +391,17 @@ def test_a_live_name_without_a_kubeconfig_is_one_line(
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 1
     assert err[0].startswith("modelrollout report: error: ")
+
+
+def test_without_matplotlib_the_report_says_which_extra_to_install(
+    promoted: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    import modelrollout.report
+
+    monkeypatch.delitem(sys.modules, "modelrollout.report.plots", raising=False)
+    monkeypatch.delattr(modelrollout.report, "plots", raising=False)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now fails
+    with pytest.raises(ReportError, match=r"pip install 'modelrollout\[report\]'"):
+        write_report(promoted.obj, tmp_path / "out")

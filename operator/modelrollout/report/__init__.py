@@ -59,7 +59,15 @@ def write_report(
         When ``obj`` (or a snapshot) is not a readable ModelExperiment, or ``out_dir`` cannot be
         written.
     """
-    from modelrollout.report import html, plots  # matplotlib only when drawing
+    try:
+        from modelrollout.report import html, plots  # matplotlib only when drawing
+    except ModuleNotFoundError as exc:
+        if exc.name != "matplotlib" and not (exc.name or "").startswith("matplotlib."):
+            raise
+        raise ReportError(
+            "the report's figures need matplotlib, an extra of the package: "
+            "pip install 'modelrollout[report]'"
+        ) from exc
 
     parsed = _data.parse(obj, recording)
     out = Path(out_dir)
