@@ -111,11 +111,6 @@ DIVERGENCE_PRESETS: Final[Mapping[DivergencePreset, str]] = MappingProxyType(
 )
 
 
-def presets_of_type(metric_type: MetricType) -> tuple[Preset, ...]:
-    """The presets whose queries produce ``metric_type``, in enum order."""
-    return tuple(p for p in Preset if PRESETS[p].type is metric_type)
-
-
 def effective_type(metric_type: MetricType | None, preset: Preset | None) -> MetricType | None:
     """A metric's type: the one given, else the preset's, else None."""
     if metric_type is not None:

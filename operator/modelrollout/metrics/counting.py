@@ -54,7 +54,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 from modelrollout.api.observations import CounterReading, Increment, MetricReading, Unknown, VariantCounts
-from modelrollout.metrics.counters import CounterField, CounterMetric, CounterQuery, CounterSet
+from modelrollout.metrics.counters import CounterMetric, CounterQuery, CounterSet
 
 #: How far before the checkpoint a tick without anchors in memory looks for them.
 LOOKBACK: Final = timedelta(minutes=5)
@@ -480,6 +480,3 @@ def count_set(
     return readings
 
 
-def field_names(metric: CounterMetric) -> list[CounterField]:
-    """The fields of ``metric`` in order (for callers that show them)."""
-    return list(metric.fields)

@@ -619,18 +619,6 @@ def read(
     return out
 
 
-def samples_by_metric(
-    spec: ModelExperimentSpec, readings: Mapping[str, Reading]
-) -> dict[str, dict[str, float]]:
-    """The samples of every known reading, by metric and variant."""
-    types = metric_types(spec)
-    return {
-        name: {v: samples(c, types[name]) for v, c in r.values.items()}
-        for name, r in readings.items()
-        if isinstance(r, Known) and name in types
-    }
-
-
 def series(status: ModelExperimentStatus, metric: str, variant: str) -> list[MetricCounters | None]:
     """The totals of ``metric`` for ``variant`` in every stratum, oldest first (None: unknown)."""
     return [s.totals.get(variant, {}).get(metric) for s in status.strata]

@@ -127,16 +127,6 @@ class Prometheus:
         if wait:
             self.wait_for_targets(job, len(targets), timeout=timeout)
 
-    def add_targets(self, job: str, targets: Sequence[str], labels: Mapping[str, str] | None = None,
-                    *, wait: bool = True, timeout: float = 30.0) -> None:
-        """Also scrape ``targets`` under ``job`` with ``labels`` (keeps the job's other targets)."""
-        with self._lock:
-            self._groups.setdefault(job, []).append(TargetGroup(list(targets), dict(labels or {})))
-            self._write_targets()
-            count = sum(len(g.targets) for g in self._groups[job])
-        if wait:
-            self.wait_for_targets(job, count, timeout=timeout)
-
     def clear_targets(self, *, wait: bool = True, timeout: float = 30.0) -> None:
         """Scrape nothing; with ``wait``, until Prometheus has dropped every target."""
         with self._lock:

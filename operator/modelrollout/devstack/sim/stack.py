@@ -309,9 +309,6 @@ class SimStack:
             running.append(model)
         return running
 
-    def start_model(self, spec: ModelSpec) -> RunningModel:
-        return self.start_models([spec])[0]
-
     def restart_model(self, model: RunningModel) -> RunningModel:
         """Stop ``model``'s server and start a new one on the same port: a pod restarted in place,
         whose counters start again from zero (a counter reset, for the same series)."""

@@ -38,7 +38,7 @@ from modelrollout.api.experiment import GROUP, PLURAL, VERSION
 from modelrollout.devstack.controlplane.env import LocalEnv
 from modelrollout.devstack.controlplane.procs import ManagedProcess
 from modelrollout.devstack.controlplane.prometheus import Prometheus
-from modelrollout.devstack.sim.loadgen import LoadConfig, LoadReport
+from modelrollout.devstack.sim.loadgen import LoadConfig
 from modelrollout.devstack.sim.mesh import MeshConfig
 from modelrollout.devstack.sim.model_server import ModelConfig
 from modelrollout.devstack.sim.stack import LoadRun, ModelSpec, RunningMesh, RunningModel, SimStack
@@ -341,11 +341,6 @@ class World:
         self.experiment_name = manifest["metadata"]["name"]
         self.custom.create_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, dict(manifest))
 
-    def when_annotated(self, key: str, value: str) -> None:
-        body = {"metadata": {"annotations": {key: value}}}
-        self.custom.patch_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL,
-                                                   self._name(), body)
-
     def when_experiment_deleted(self) -> None:
         self.custom.delete_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, self._name())
 
@@ -541,7 +536,3 @@ class World:
         except Exception:
             return None
 
-    def load_report(self) -> LoadReport | None:
-        if self.load is None:
-            return None
-        return self.load.stop()
