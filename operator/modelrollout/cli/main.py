@@ -280,6 +280,14 @@ _REGISTRARS: list[Callable[[Any], None]] = [
 ]
 
 
+def _installed(module_name: str) -> bool:
+    """Whether ``module_name`` can be imported (the dev stack is not in the wheel)."""
+    try:
+        return importlib.util.find_spec(module_name) is not None
+    except ModuleNotFoundError:  # a parent package is missing
+        return False
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="modelrollout",
@@ -297,7 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_crd(sub)
     for module_name in PEOPLE_COMMANDS:
         # Registered when the module is installed; an import error inside one is not hidden.
-        if importlib.util.find_spec(module_name) is not None:
+        if _installed(module_name):
             importlib.import_module(module_name).register(sub)
     try:
         from modelrollout.devstack.controlplane.cli import register as register_localenv
