@@ -204,15 +204,30 @@ def coverage(sampling: Mapping[str, TargetSampling]) -> tuple[float, float]:
     A variant's count is the sum over its scrape targets, each covering its own seconds (targets
     are scraped at different offsets; a late one covers less until its next sample). Under a
     steady traffic the expected count is the variant's rate times ``sum_t s_t T_t``, with ``s_t``
-    each target's share of the variant's traffic, estimated by its rate ``x_t / T_t``: the covered
-    seconds are ``sum_t x_t / sum_t (x_t / T_t)``.
+    each target's share of the variant's traffic, estimated from its rate ``r_t`` (``x_t / T_t``): the
+    covered seconds are ``sum_t r_t T_t / sum_t r_t``, the spans weighed by the targets' rates.
+
+    A target's rate is taken from its clean increments: an increment across a counter reset
+    counted only what came after the restart, so it would understate the target's share and
+    weigh the spans of the other targets too much (what the reset lost is bounded apart, by
+    :func:`stratum_losses`). With every span alike the covered seconds are that span, whatever the
+    rates.
     """
     samples = sum(t.samples for t in sampling.values())
-    rates = sum(t.samples / t.seconds for t in sampling.values() if t.seconds > 0 and t.samples > 0)
-    if samples > 0 and rates > 0:
-        return samples, samples / rates
+    rates = [(_rate(t), t.seconds) for t in sampling.values() if t.seconds > 0 and t.samples > 0]
+    total_rate = sum(r for r, _ in rates)
+    if samples > 0 and total_rate > 0:
+        return samples, sum(r * span for r, span in rates) / total_rate
     spans = [t.seconds for t in sampling.values() if t.seconds > 0]
     return samples, (sum(spans) / len(spans) if spans else 0.0)
+
+
+def _rate(t: TargetSampling) -> float:
+    """A target's rate of samples: over its clean increments when it has any, else over all."""
+    clean = _clean(t)
+    if clean.seconds > 0 and clean.samples > 0:
+        return clean.samples / clean.seconds
+    return t.samples / t.seconds
 
 
 def _upper(mean: float) -> float:
