@@ -677,6 +677,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "samplesAtFirst": s.samples_at_first, "confirmed": s.srm_confirmed,
                 "messages": s.srm_messages, "settles": s.settles, "steps": sorted(s.steps_seen),
                 "srm": s.final_status.get("srm"),
+                "outcome": {k: v for k, v in ((s.final_status.get("history") or [{}])[-1]).items()
+                            if k in ("reason", "message", "step")},
                 "analysisSrm": (s.final_status.get("analysis") or {}).get("srm"),
                 "strata": [{k: st.get(k) for k in ("step", "weights", "countedFrom", "endedAt", "srmEpoch",
                                                    "spacing", "resets", "sampling")}
