@@ -7,6 +7,7 @@ import json
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -337,3 +338,136 @@ def test_run_refuses_no_cluster_scan_without_named_namespaces(capsys: pytest.Cap
     assert main(["run", "--all-namespaces", "--no-cluster-scan"]) == 2
     assert capsys.readouterr().err.strip() == (
         "modelrollout run: error: --no-cluster-scan needs the namespaces named: use --namespace NS")
+
+
+# --- analyze --segments ---------------------------------------------------------------------------
+
+
+def _segments_file(tmp_path: Path, doc: object) -> str:
+    path = tmp_path / "segments.json"
+    path.write_text(json.dumps(doc))
+    return str(path)
+
+
+def _arm(successes: int, trials: int) -> dict[str, int]:
+    return {"successes": successes, "trials": trials}
+
+
+HARMED_MOBILE = {
+    "protected": [
+        {"name": "eu", "champion": _arm(4100, 90_000), "challenger": _arm(470, 10_000)},
+        {"name": "us", "champion": _arm(2700, 45_000), "challenger": _arm(305, 5_000)},
+        {"name": "mobile", "champion": _arm(900, 9_000), "challenger": _arm(40, 1_000)},  # 10 % -> 4 %
+    ],
+    "weights": {"champion": 90, "challenger": 10},
+}
+
+
+def test_analyze_segments_names_the_harmed_segment_as_the_stats_module_does(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from modelrollout.stats import segments as sg
+
+    out = run_json(capsys, "analyze", "--segments", _segments_file(tmp_path, HARMED_MOBILE))
+    assert out["decision"] == "harmed"
+    assert out["harmed"] == ["mobile"]
+    assert out["correction"] == "bonferroni"
+    assert out["level_per_segment"] == pytest.approx(0.05 / 3)
+    assert out["srm"]["mismatched"] == []
+    assert out["exploratory"] is None
+    # The CLI is a thin layer over segment_harm, each mixture tuned to the segment's counts so far
+    direct = sg.segment_harm(
+        [
+            sg.SegmentCounts(s["name"], s["champion"]["successes"], s["champion"]["trials"],
+                             s["challenger"]["successes"], s["challenger"]["trials"],
+                             planned_n_per_variant=max(s["champion"]["trials"], s["challenger"]["trials"]))
+            for s in HARMED_MOBILE["protected"]
+        ],
+        higher_is_worse=False,
+    )
+    assert [s["p_value"] for s in out["segments"]] == [s.p_value for s in direct.segments]
+    assert [s["interval"] for s in out["segments"]] == [list(s.interval.as_list()) for s in direct.segments]
+    table = main(["analyze", "--segments", _segments_file(tmp_path, HARMED_MOBILE)])
+    text = capsys.readouterr().out
+    assert table == 0
+    assert "mobile" in text
+    assert "HARMED" in text
+    assert "Decision: harmed (mobile)" in text
+
+
+def test_analyze_segments_with_e_bh_an_exploratory_view_and_a_per_segment_srm(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    doc = {
+        "protected": [
+            {"name": "eu", "champion": _arm(4100, 90_000), "challenger": _arm(470, 10_000)},
+            {"name": "app", "champion": _arm(470, 9_400), "challenger": _arm(30, 600)},  # 6 % of its trials
+        ],
+        "exploratory": [
+            {"name": f"country-{i:02d}", "champion": _arm(90, 1800 + i), "challenger": _arm(10, 200)}
+            for i in range(25)
+        ],
+        "weights": {"champion": 90, "challenger": 10},
+    }
+    out = run_json(capsys, "analyze", "--segments", _segments_file(tmp_path, doc), "--correction", "e-bh")
+    assert out["correction"] == "e-bh"
+    assert out["srm"]["mismatched"] == ["app"]
+    assert out["decision"] == "sample ratio mismatch"
+    view = out["exploratory"]
+    assert view["exploratory"] is True
+    assert len(view["segments"]) == 21  # the 20 with the most traffic, then "other"
+    assert view["segments"][-1]["name"] == "other"
+    assert len(view["folded"]) == 5
+
+
+def _one_segment(challenger: object) -> str:
+    return json.dumps({"protected": [{"name": "eu", "champion": _arm(1, 10), "challenger": challenger}]})
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("{not json", "not JSON"),
+        (json.dumps({"protected": []}), "protected must be a non-empty list"),
+        (
+            json.dumps({"protected": [{"name": "eu", "champion": _arm(1, 10)}]}),
+            "protected[0].challenger must",
+        ),
+        (_one_segment({"successes": 1}), "protected[0].challenger needs trials"),
+        (_one_segment({"successes": 1, "trials": "x"}), "protected[0].challenger.trials must be a number"),
+        (
+            json.dumps({"protected": [{"name": "eu", "champion": _arm(5, 3), "challenger": _arm(1, 10)}]}),
+            "eu",
+        ),
+        (json.dumps({"segments": []}), "unknown keys in the segments file: segments"),
+        (
+            json.dumps({**HARMED_MOBILE, "weights": {"champion": 0, "challenger": 10}}),
+            "weights must both be positive",
+        ),
+    ],
+)
+def test_analyze_segments_bad_files_are_one_line_with_the_field(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, content: str, message: str
+) -> None:
+    path = tmp_path / "bad.json"
+    path.write_text(content)
+    assert main(["analyze", "--segments", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_analyze_needs_segments_or_both_arms(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert main(["analyze", "--segments", str(tmp_path / "missing.json")]) == 2
+    assert "cannot read it" in capsys.readouterr().err
+    assert main(["analyze", "--segments", _segments_file(tmp_path, HARMED_MOBILE), "--control", "1/2"]) == 2
+    assert "not both" in capsys.readouterr().err
+    assert main(["analyze", "--control", "1/2"]) == 2
+    assert "give --control and --treatment" in capsys.readouterr().err
+
+
+def test_the_readme_segments_example_names_mobile(capsys: pytest.CaptureFixture[str]) -> None:
+    example = Path(__file__).resolve().parents[2] / "examples" / "segments.json"
+    out = run_json(capsys, "analyze", "--segments", str(example))
+    assert out["harmed"] == ["mobile"]
+    assert [s["name"] for s in out["exploratory"]["segments"]] == ["de", "fr", "jp"]

@@ -15,6 +15,7 @@ import math
 import re
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, NoReturn
 
 from modelrollout.errors import ExitCode, InvalidInputError, ModelRolloutError
@@ -122,9 +123,73 @@ def _register_plan(sub: Any) -> None:
 # --- analyze -------------------------------------------------------------------------------------
 
 
+def _read_json_file(option: str, path: str) -> Any:
+    """The JSON document at ``path`` (``-``: standard input), or a clear error."""
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InvalidInputError(f"{option} {path}: cannot read it ({exc.strerror or exc})") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidInputError(f"{option} {path}: not JSON ({exc.msg} at line {exc.lineno})") from None
+
+
+def _print_segments(doc: dict[str, Any]) -> None:
+    def table(title: str, family: dict[str, Any]) -> None:
+        print(f"{title} ({family['correction']}, alpha {family['alpha']:g}, "
+              f"{family['level_per_segment']:.3g} per segment)")
+        print(f"  {'segment':<16} {'champion':>9} {'challenger':>10} {'difference [interval]':>30} "
+              f"{'p':>9}  verdict")
+        for s in family["segments"]:
+            if not s["evaluated"]:
+                print(f"  {s['name']:<16} {'not evaluated: an arm has no trial yet':>60}")
+                continue
+            low, high = s["interval"]
+            verdict = "HARMED" if s["harmed"] else ("exploratory" if s["exploratory"] else "not harmed")
+            print(f"  {s['name']:<16} {s['champion_estimate']:>9.4g} {s['challenger_estimate']:>10.4g} "
+                  f"{s['difference']:>+11.4g} [{low:+.4g}, {high:+.4g}]".ljust(71)
+                  + f" {s['p_value']:>9.3g}  {verdict}")
+
+    table("Protected segments", doc)
+    if doc.get("exploratory"):
+        folded = doc["exploratory"]["folded"]
+        table("Exploratory view (no decision uses it)", doc["exploratory"])
+        if folded:
+            print(f"  other: {', '.join(folded)}")
+    if doc.get("srm"):
+        mismatched = doc["srm"]["mismatched"]
+        split = f"mismatch in {', '.join(mismatched)}" if mismatched else "as configured"
+        print(f"Sample ratio per segment: {split}")
+    print(f"Decision: {doc['decision']}" + (f" ({', '.join(doc['harmed'])})" if doc["harmed"] else ""))
+
+
+def _cmd_segments(args: argparse.Namespace) -> int:
+    from modelrollout.cli import planning
+
+    doc = planning.segments_from_document(
+        _read_json_file("--segments", args.segments),
+        alpha=args.alpha,
+        direction=args.direction,
+        correction=args.correction,
+        planned_n=args.planned_n,
+    )
+    if args.output == "json":
+        print(json.dumps(_json_safe(doc), indent=2, sort_keys=True))
+    else:
+        _print_segments(doc)
+    return ExitCode.OK
+
+
 def _cmd_analyze(args: argparse.Namespace) -> int:
     from modelrollout.cli import planning
 
+    if args.segments is not None:
+        if args.control is not None or args.treatment is not None:
+            raise InvalidInputError("give either --segments FILE or --control and --treatment, not both")
+        return _cmd_segments(args)
+    if args.control is None or args.treatment is None:
+        raise InvalidInputError("give --control and --treatment (or --segments FILE)")
     result = planning.analyze_from_args(
         metric=args.metric,
         control=args.control,
@@ -142,8 +207,20 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
 def _register_analyze(sub: Any) -> None:
     p = sub.add_parser("analyze", help="compare a challenger with the champion from aggregates")
     p.add_argument("--metric", choices=["proportion", "mean"], default="proportion")
-    p.add_argument("--control", required=True, help="successes/trials (proportion) or n,mean,sd (mean)")
-    p.add_argument("--treatment", required=True, help="successes/trials (proportion) or n,mean,sd (mean)")
+    p.add_argument("--control", help="successes/trials (proportion) or n,mean,sd (mean)")
+    p.add_argument("--treatment", help="successes/trials (proportion) or n,mean,sd (mean)")
+    p.add_argument(
+        "--segments",
+        metavar="FILE",
+        help="per-segment counts of a proportion (JSON, '-' for stdin; shape in docs/segments.md): "
+        "always-valid harm tests of each protected segment, corrected for the family",
+    )
+    p.add_argument(
+        "--correction",
+        choices=["bonferroni", "e-bh"],
+        default="bonferroni",
+        help="with --segments: family-wise error (bonferroni) or false discovery rate (e-bh)",
+    )
     p.add_argument(
         "--test",
         choices=["z", "chi2", "chi2-yates", "welch", "sequential", "bayesian"],

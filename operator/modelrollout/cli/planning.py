@@ -8,11 +8,12 @@ It is pure: no I/O, so it is tested without a subprocess.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
 from modelrollout.errors import InvalidInputError
-from modelrollout.stats import bayes, means, proportions, sequential
+from modelrollout.stats import bayes, means, proportions, segments, sequential
 from modelrollout.stats import power as sample_size
 from modelrollout.stats.results import ComparisonResult, Verdict, meets_practical_threshold
 
@@ -242,4 +243,141 @@ def simulate_from_args(
     for key, value in list(out.items()):
         if isinstance(value, float) and math.isnan(value):
             out[key] = None
+    return out
+
+
+# --- analyze --segments ---------------------------------------------------------------------------
+
+#: The shape of ``modelrollout analyze --segments FILE`` (documented in docs/segments.md).
+SEGMENTS_FILE_SHAPE = (
+    '{"protected": [{"name": "eu", "champion": {"successes": 410, "trials": 9000}, '
+    '"challenger": {"successes": 38, "trials": 1000}, "margin": 0.0, "relative": false}, ...], '
+    '"exploratory": [...same shape, optional...], "weights": {"champion": 90, "challenger": 10} (optional)}'
+)
+
+
+def _number(where: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidInputError(f"{where} must be a number, got {value!r}")
+    return float(value)
+
+
+def _arm(where: str, value: Any) -> tuple[float, float]:
+    if not isinstance(value, dict):
+        raise InvalidInputError(f'{where} must be an object {{"successes": s, "trials": n}}, got {value!r}')
+    missing = [k for k in ("successes", "trials") if k not in value]
+    if missing:
+        raise InvalidInputError(f"{where} needs {' and '.join(missing)}")
+    return _number(f"{where}.successes", value["successes"]), _number(f"{where}.trials", value["trials"])
+
+
+def _segment(where: str, item: Any) -> segments.SegmentCounts:
+    if not isinstance(item, dict):
+        raise InvalidInputError(f"{where} must be an object with name, champion and challenger")
+    name = item.get("name")
+    if not isinstance(name, str) or not name:
+        raise InvalidInputError(f"{where}.name must be a non-empty string, got {name!r}")
+    cs, cn = _arm(f"{where}.champion", item.get("champion"))
+    ts, tn = _arm(f"{where}.challenger", item.get("challenger"))
+    relative = item.get("relative", False)
+    if not isinstance(relative, bool):
+        raise InvalidInputError(f"{where}.relative must be true or false, got {relative!r}")
+    return segments.SegmentCounts(
+        name, cs, cn, ts, tn, margin=_number(f"{where}.margin", item.get("margin", 0.0)), relative=relative
+    )
+
+
+def _segment_list(doc: dict[str, Any], key: str, *, required: bool) -> list[segments.SegmentCounts]:
+    items = doc.get(key)
+    if items is None and not required:
+        return []
+    if not isinstance(items, list) or (required and not items):
+        raise InvalidInputError(
+            f"{key} must be a non-empty list of segments; the file's shape: {SEGMENTS_FILE_SHAPE}"
+        )
+    return [_segment(f"{key}[{i}]", item) for i, item in enumerate(items)]
+
+
+def _weights(value: Any) -> tuple[float, float] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict) or set(value) != {"champion", "challenger"}:
+        raise InvalidInputError(f'weights must be {{"champion": w, "challenger": w}}, got {value!r}')
+    champion, challenger = _number("weights.champion", value["champion"]), _number(
+        "weights.challenger", value["challenger"]
+    )
+    if champion <= 0 or challenger <= 0:
+        raise InvalidInputError(f"weights must both be positive, got {value!r}")
+    total = champion + challenger
+    return champion / total, challenger / total
+
+
+def _tuned(family: list[segments.SegmentCounts], planned_n: float | None) -> list[segments.SegmentCounts]:
+    """Without ``--planned-n`` each segment's mixture is tuned to its own counts so far (as
+    ``analyze --test sequential`` does): a one-off look, not a monitored experiment."""
+    if planned_n is not None:
+        return family
+    return [
+        dataclasses.replace(s, planned_n_per_variant=max(s.champion_trials, s.challenger_trials, 1.0))
+        for s in family
+    ]
+
+
+def _family_document(result: segments.SegmentFamilyResult) -> dict[str, Any]:
+    out = result.to_dict()
+    for s in out["segments"]:
+        s.pop("tau2", None)
+        s.pop("fast_tau2", None)
+    return out
+
+
+def segments_from_document(
+    doc: Any, *, alpha: float, direction: str, correction: str, planned_n: float | None
+) -> dict[str, Any]:
+    """Per-segment harm tests of a segments document; see ``modelrollout analyze -h`` and
+    docs/segments.md. ``direction`` is the metric's good direction (``increase``: a success rate,
+    harm is a lower challenger; ``decrease``: an error rate, harm is a higher one)."""
+    if not isinstance(doc, dict):
+        raise InvalidInputError(
+            f"the segments file must hold a JSON object; its shape: {SEGMENTS_FILE_SHAPE}"
+        )
+    unknown = sorted(set(doc) - {"protected", "exploratory", "weights"})
+    if unknown:
+        raise InvalidInputError(
+            f"unknown keys in the segments file: {', '.join(unknown)}; its shape: {SEGMENTS_FILE_SHAPE}"
+        )
+    protected = _tuned(_segment_list(doc, "protected", required=True), planned_n)
+    exploratory = _tuned(_segment_list(doc, "exploratory", required=False), planned_n)
+    weights = _weights(doc.get("weights"))
+    higher_is_worse = direction == "decrease"
+    if correction not in segments.CORRECTIONS:
+        raise InvalidInputError(
+            f"--correction must be one of {', '.join(segments.CORRECTIONS)}, got {correction!r}"
+        )
+    family = segments.segment_harm(
+        protected,
+        higher_is_worse=higher_is_worse,
+        alpha=alpha,
+        correction=correction,
+        planned_n_per_variant=planned_n,
+    )
+    out = _family_document(family)
+    out["direction"] = direction
+    out["srm"] = segments.segment_srm(protected, weights).to_dict() if weights is not None else None
+    out["exploratory"] = (
+        _family_document(segments.exploratory_segments(
+            exploratory,
+            higher_is_worse=higher_is_worse,
+            alpha=alpha,
+            # the folded "other" carries no tuning of its own: the largest arm's count so far
+            planned_n_per_variant=planned_n
+            or max(max(s.champion_trials, s.challenger_trials, 1.0) for s in exploratory),
+        ))
+        if exploratory
+        else None
+    )
+    mismatch = bool(out["srm"] and out["srm"]["any_mismatch"])
+    out["decision"] = (
+        "harmed" if family.any_harmed else "sample ratio mismatch" if mismatch else "no harm found"
+    )
     return out
