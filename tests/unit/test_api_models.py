@@ -75,7 +75,9 @@ def test_there_is_an_example_for_each_provider_shadow_abn_and_non_inferiority() 
     assert any(s.shadow.enabled for s in specs.values())
     assert any(len(s.challengers) >= 3 for s in specs.values())
     assert any(s.analysis.goal == "nonInferiority" for s in specs.values())
-    assert {t for s in specs.values() for t in [s.metrics.primary.metric_type]} == set(MetricType)
+    assert {s.metrics.primary.metric_type for s in specs.values()} == set(MetricType) - {MetricType.QUANTILE}
+    assert any(g.metric_type is MetricType.QUANTILE for s in specs.values() for g in s.metrics.guardrails)
+    assert any(s.metrics.segments is not None and s.metrics.segments.protected for s in specs.values())
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)

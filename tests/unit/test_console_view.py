@@ -294,3 +294,22 @@ def test_is_terminal(phase: str | None, terminal: bool) -> None:
     obj = copy.deepcopy(PENDING)
     obj["status"] = {"phase": phase}
     assert is_terminal(obj) is terminal
+
+
+def test_segments_are_shown_with_the_protected_verdict_and_the_exploratory_ones_marked() -> None:
+    obj = copy.deepcopy(PROGRESSING)
+    obj["status"]["analysis"]["variants"]["v2"]["segments"] = [
+        {"metric": "conversion", "value": "mobile", "protected": True, "harmed": True, "estimate": 0.1,
+         "championEstimate": 0.2, "difference": -0.1, "ci": {"low": -0.14, "high": -0.06}, "n": 812,
+         "pValue": 0.0004},
+        {"metric": "conversion", "value": "desktop", "protected": False, "harmed": False, "estimate": 0.25,
+         "championEstimate": 0.2, "difference": 0.05, "ci": {"low": -0.01, "high": 0.11}, "n": 2400},
+    ]
+    text = experiment_text(obj, now=NOW)
+    (mobile,) = lines_with(text, "mobile")
+    assert mobile.split()[:3] == ["v2", "conversion", "mobile"]
+    assert mobile.split()[-1] == "HARMED"
+    assert "[-0.14, -0.06]" in mobile
+    (desktop,) = lines_with(text, "desktop")
+    assert "(exploratory)" in desktop
+    assert "HARMED" not in desktop

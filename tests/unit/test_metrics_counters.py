@@ -36,6 +36,7 @@ def spec(
     challengers: int = 1,
     provider: str = "istio",
     shadow: dict[str, Any] | None = None,
+    segments: dict[str, Any] | None = None,
 ) -> ModelExperimentSpec:
     """A valid spec: champion v6 (Service ranker-v6, Deployment ranker-v6.app), challengers v7.."""
     variants = [{"name": f"v{6 + i}", "service": f"ranker-v{6 + i}", "deployment": f"ranker-v{6 + i}.app"}
@@ -63,6 +64,8 @@ def spec(
     }
     if shadow is not None:
         body["shadow"] = shadow
+    if segments is not None:
+        body["metrics"]["segments"] = segments
     return ModelExperimentSpec.model_validate(body)
 
 
@@ -537,6 +540,8 @@ def test_gateway_preset_needs_services() -> None:
 
 def test_every_preset_is_implemented() -> None:
     for preset in Preset:
+        if preset is Preset.ISTIO_LATENCY_QUANTILE:
+            continue  # its own test below
         extra = {"thresholdMs": 500} if preset is Preset.ISTIO_LATENCY_OVER else {}
         provider = "gatewayAPI" if preset is Preset.GATEWAY_ERROR_RATE else "istio"
         the_spec = spec(guardrails=guard(preset.value, **extra), provider=provider)
@@ -545,6 +550,41 @@ def test_every_preset_is_implemented() -> None:
         assert [(f.name, f.attr) for f in metric.fields] == [("successes", "successes"), ("trials", "trials")]
         assert metric.sample_field is metric.fields[1]
         assert all(q.path == "spec.metrics.guardrails[0].preset" for f in metric.fields for q in f.parts)
+
+
+def test_the_latency_quantile_preset_reads_the_buckets_split_by_le() -> None:
+    the_spec = spec(guardrails=guard("istio-latency-quantile", quantile=0.95))
+    metric = one(build_counter_set(the_spec, "shop"), "g")
+    assert metric.error is None
+    assert (metric.type, metric.split, metric.split_total) == (MetricType.QUANTILE, "le", "+Inf")
+    [field] = metric.fields
+    assert (field.name, field.attr) == ("buckets", "trials")
+    assert metric.sample_field is field
+    [query] = field.parts
+    assert query.selector.startswith("istio_request_duration_milliseconds_bucket{")
+    assert 'reporter="destination"' in query.selector
+
+
+def test_a_quantile_guardrail_of_user_buckets_is_split_by_le() -> None:
+    g = {"name": "g", "type": "quantile", "quantile": 0.99, "maxRelativeIncrease": 0.2,
+         "buckets": 'latency_ms_bucket{model="{{variant}}"}'}
+    metric = one(build_counter_set(spec(guardrails=[g]), "shop"), "g")
+    assert (metric.split, metric.split_total) == ("le", "+Inf")
+    [query] = metric.fields[0].parts
+    assert query.selector == 'latency_ms_bucket{model=~"v6|v7"}'
+
+
+def test_segments_split_the_primary_and_the_proportion_margin_guardrails_only() -> None:
+    segments = {"label": "segment", "protected": [{"value": "mobile"}]}
+    guards = [
+        {"name": "g", "preset": "istio-error-rate", "maxRelativeIncrease": 0.1},
+        {"name": "t", "preset": "istio-error-rate", "threshold": 0.1, "failureLimit": 2},
+    ]
+    counter_set = build_counter_set(spec(guardrails=guards, segments=segments), "shop")
+    split = {m.name: m.split for m in counter_set.metrics}
+    assert split["g"] == "segment"
+    assert split["t"] is None
+    assert next(iter(split.values())) == "segment"  # the primary metric
 
 
 # --- shadow divergence --------------------------------------------------------------------------

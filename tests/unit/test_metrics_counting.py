@@ -124,7 +124,12 @@ class FakePrometheus:
         return [(s, a, b) for kind, s, a, b in self.calls if kind == "range"]
 
 
-def spec(*, guardrails: list[dict[str, Any]] | None = None, shadow: bool = False) -> ModelExperimentSpec:
+def spec(
+    *,
+    guardrails: list[dict[str, Any]] | None = None,
+    shadow: bool = False,
+    segments: dict[str, Any] | None = None,
+) -> ModelExperimentSpec:
     body: dict[str, Any] = {
         "champion": {"name": "v6", "service": "ranker-v6"},
         "challengers": [{"name": "v7", "service": "ranker-v7"}],
@@ -139,6 +144,8 @@ def spec(*, guardrails: list[dict[str, Any]] | None = None, shadow: bool = False
     }
     if shadow:
         body["shadow"] = {"enabled": True, "divergence": {"preset": "sdk-shadow-divergence"}}
+    if segments is not None:
+        body["metrics"]["segments"] = segments
     return ModelExperimentSpec.model_validate(body)
 
 
@@ -759,3 +766,43 @@ def test_a_series_back_from_a_gap_reports_no_spacing_beyond_its_real_gap() -> No
     readings = count(prometheus, 30)
     assert total(readings, "v7") == 10
     assert known(readings).variants["v7"].spacing <= 10 - (-1200)  # its real gap at most
+
+
+# --- split by a label: segments and histogram buckets --------------------------------------------
+
+
+def split_total(reading: CounterReading, value: str, variant: str, attr: str = "trials") -> float:
+    return math.fsum(i.value for i in reading.breakdown[value][variant].fields[attr])
+
+
+def test_a_segmented_metric_counts_each_segment_apart_and_all_of_them_together() -> None:
+    prometheus = FakePrometheus()
+    both(prometheus, "v6", [(0, 0), (10, 50), (20, 80)], segment="mobile")
+    both(prometheus, "v6", [(0, 0), (10, 20), (20, 30)], segment="desktop")
+    both(prometheus, "v7", [(0, 0), (10, 5), (20, 9)], segment="mobile")
+    both(prometheus, "v7", [(0, 0), (10, 1), (20, 4)], segment="desktop")
+    counter_set = build_counter_set(spec(segments={"label": "segment"}), "shop")
+    reading = known(count(prometheus, 20, counter_set=counter_set))
+    assert split_total(reading, "mobile", "v6") == 80
+    assert split_total(reading, "desktop", "v6") == 30
+    assert split_total(reading, "mobile", "v7") == 9
+    assert split_total(reading, "desktop", "v7") == 4
+    assert total(count(prometheus, 20, counter_set=counter_set), "v6") == 110  # the metric's own total
+
+
+def test_histogram_buckets_are_split_by_le_spelled_any_way_and_the_total_is_the_inf_bucket() -> None:
+    prometheus = FakePrometheus()
+    for model, within, spelled in (("v6", 90, "100"), ("v7", 40, "100.0")):
+        common = {"reporter": "destination", "destination_service_namespace": "shop",
+                  "destination_service_name": f"ranker-{model}"}
+        bucket = "istio_request_duration_milliseconds_bucket"
+        prometheus.add(bucket, [(0, 0), (20, within)], le=spelled, **common)
+        prometheus.add(bucket, [(0, 0), (20, 100)], le="+Inf", **common)
+    guard = [{"name": "p95", "preset": "istio-latency-quantile", "quantile": 0.95,
+              "maxRelativeIncrease": 0.2}]
+    readings = count(prometheus, 20, counter_set=build_counter_set(spec(guardrails=guard), "shop"))
+    reading = known(readings, "p95")
+    assert sorted(reading.breakdown) == ["+Inf", "100.0"]
+    assert split_total(reading, "100.0", "v6") == 90
+    assert split_total(reading, "100.0", "v7") == 40
+    assert total(readings, "v6", metric="p95") == 100 == total(readings, "v7", metric="p95")

@@ -81,17 +81,24 @@ class VariantCounts:
     resets: int = 0
 
 
+#: Where the values of a split label beyond the kept ones are summed.
+OTHER_VALUE: Final = "other"
+
+
 @dataclass(frozen=True)
 class CounterReading:
     """One metric's increments for every variant since the checkpoint ``since``, up to ``until``.
 
     ``since`` is None when counting starts (the anchors are the last samples before
-    ``status.countedSince``); ``until`` is the reading's time, the next checkpoint.
+    ``status.countedSince``); ``until`` is the reading's time, the next checkpoint. ``breakdown``:
+    for a metric split by a label (a segment label, or ``le`` of a histogram), the same increments
+    by the label's value, then variant.
     """
 
     since: datetime | None
     until: datetime
     variants: Mapping[str, VariantCounts]
+    breakdown: Mapping[str, Mapping[str, VariantCounts]] = field(default_factory=dict)
 
 
 #: One metric for every variant, or Unknown for the whole metric.

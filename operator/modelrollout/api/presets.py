@@ -21,21 +21,25 @@ class MetricType(StrEnum):
     ``proportion``: events out of trials (``successes``, ``trials``); ``mean``: a per-request value
     (``count``, ``sum``, ``sumOfSquares``); ``ratio``: a ratio of two per-unit sums, compared by the
     delta method (``units``, ``numerator``, ``denominator``, ``numeratorSquares``,
-    ``denominatorSquares``, ``crossProducts``).
+    ``denominatorSquares``, ``crossProducts``); ``quantile``: a quantile (p95, p99) of a
+    Prometheus histogram (``buckets``, the cumulative ``_bucket`` series by ``le``), for guardrails
+    only.
     """
 
     PROPORTION = "proportion"
     MEAN = "mean"
     RATIO = "ratio"
+    QUANTILE = "quantile"
 
 
 class Preset(StrEnum):
-    """A built-in metric (all are proportions of requests, read from standard mesh metrics)."""
+    """A built-in metric (proportions of requests, or a latency quantile, from standard mesh metrics)."""
 
     ISTIO_ERROR_RATE = "istio-error-rate"
     ISTIO_REQUEST_SUCCESS_RATE = "istio-request-success-rate"
     ISTIO_LATENCY_OVER = "istio-latency-over"
     GATEWAY_ERROR_RATE = "gateway-error-rate"
+    ISTIO_LATENCY_QUANTILE = "istio-latency-quantile"
 
 
 class DivergencePreset(StrEnum):
@@ -96,6 +100,13 @@ PRESETS: Final[Mapping[Preset, PresetInfo]] = MappingProxyType(
             False,
             "share of requests to the variant's backend answered with a 5xx code, as counted by the "
             "Gateway's Envoy (envoy_cluster_upstream_rq by response code class)",
+        ),
+        Preset.ISTIO_LATENCY_QUANTILE: PresetInfo(
+            MetricType.QUANTILE,
+            True,
+            False,
+            "a quantile (the guardrail's quantile: 0.95 for p95) of the time to answer the variant's "
+            "requests, in milliseconds (istio_request_duration_milliseconds_bucket by le)",
         ),
     }
 )

@@ -22,6 +22,8 @@ from modelrollout.api.types import (
     DNSLabel,
     Duration,
     HeaderName,
+    LabelName,
+    LabelValue,
     PositiveDuration,
     ResourceName,
     RouteName,
@@ -346,6 +348,7 @@ QUERY_FIELDS: Final[dict[MetricType, tuple[tuple[str, str], ...]]] = {
         ("denominator_squares", "denominatorSquares"),
         ("cross_products", "crossProducts"),
     ),
+    MetricType.QUANTILE: (("buckets", "buckets"),),
 }
 _ALL_QUERY_ALIASES: Final = tuple(alias for fields in QUERY_FIELDS.values() for _, alias in fields)
 _ALL_QUERY_ATTRS: Final = tuple(attr for fields in QUERY_FIELDS.values() for attr, _ in fields)
@@ -466,7 +469,7 @@ class MetricQueries(SpecModel):
         default=None,
         description="A built-in metric instead of queries: "
         + "; ".join(f"{p.value}: {PRESETS[p].description}" for p in Preset)
-        + ". All presets are proportions.",
+        + ". istio-latency-quantile is a quantile (guardrails only); the others are proportions.",
     )
     threshold_ms: StrictFloat | None = Field(
         default=None, gt=0, le=3_600_000, description="Latency bound in milliseconds of the latency presets."
@@ -504,6 +507,11 @@ class MetricQueries(SpecModel):
     )
     cross_products: CounterSelectorTemplate | None = Field(
         default=None, description="ratio: sum over units of Y times X." + _TEMPLATE_NOTE
+    )
+    buckets: CounterSelectorTemplate | None = Field(
+        default=None,
+        description="quantile: the cumulative bucket series of a Prometheus histogram (its _bucket "
+        "series, told apart by le), e.g. request_duration_ms_bucket{model=\"{{variant}}\"}." + _TEMPLATE_NOTE,
     )
 
     cel_rules = _query_rules()
@@ -553,6 +561,16 @@ _ABSOLUTE_PROPORTION_RULE = SpecRule(
 )
 
 
+_QUANTILE_PRESETS: Final = tuple(p for p, info in PRESETS.items() if info.type is MetricType.QUANTILE)
+_NOT_QUANTILE_RULE = SpecRule(
+    cel="(!has(self.type) || self.type != 'quantile') && "
+    f"(!has(self.preset) || !(self.preset in {cel_list(_QUANTILE_PRESETS)}))",
+    message="quantile metrics are for guardrails only",
+    check=lambda m: m.metric_type is not MetricType.QUANTILE if (m.type or m.preset) else True,
+    field_path=".type",
+)
+
+
 class Metric(MetricQueries):
     """The primary metric: the outcome the experiment is about."""
 
@@ -568,7 +586,7 @@ class Metric(MetricQueries):
         "scale of analysis.nonInferiorityMargin and analysis.practicalThreshold.",
     )
 
-    cel_rules = (_ABSOLUTE_PROPORTION_RULE,)
+    cel_rules = (_ABSOLUTE_PROPORTION_RULE, _NOT_QUANTILE_RULE)
 
 
 class SecondaryMetric(MetricQueries):
@@ -589,6 +607,7 @@ class SecondaryMetric(MetricQueries):
 
     cel_rules = (
         _ABSOLUTE_PROPORTION_RULE,
+        _NOT_QUANTILE_RULE,
         SpecRule(
             cel="!self.decisive || has(self.minimumDetectableEffect)",
             message="a decisive metric needs minimumDetectableEffect",
@@ -632,6 +651,15 @@ class Guardrail(MetricQueries):
         description="Whether higher values are worse (error rates, latency). Set false for metrics "
         "such as success rates; the margins then apply downwards.",
     )
+    quantile: StrictFloat | None = Field(
+        default=None,
+        ge=0.5,
+        le=0.999,
+        description="quantile guardrails: which quantile is compared (0.95 for p95, 0.99 for p99). The "
+        "challenger breaches when its quantile is above the champion's by more than the margin "
+        "(maxRelativeIncrease, or maxAbsoluteIncrease in the histogram's unit), decided on the bucket "
+        "counts with bounds that hold under continuous looks.",
+    )
 
     cel_rules = (
         SpecRule(
@@ -657,6 +685,21 @@ class Guardrail(MetricQueries):
             check=lambda m: m.failure_limit is None or m.threshold is not None,
             field_path=".failureLimit",
             reason=Reason.FORBIDDEN,
+        ),
+        SpecRule(
+            cel="has(self.quantile) == ((has(self.type) && self.type == 'quantile') || "
+            f"(has(self.preset) && self.preset in {cel_list(_QUANTILE_PRESETS)}))",
+            message="quantile is required for a quantile guardrail, and only used there",
+            check=lambda m: (m.quantile is not None)
+            == ((m.type or m.preset) is not None and m.metric_type is MetricType.QUANTILE),
+            field_path=".quantile",
+        ),
+        SpecRule(
+            cel="!has(self.quantile) || (!has(self.threshold) && self.higherIsWorse)",
+            message="a quantile guardrail takes maxRelativeIncrease or maxAbsoluteIncrease (higher is "
+            "worse), not threshold",
+            check=lambda m: m.quantile is None or (m.threshold is None and m.higher_is_worse),
+            field_path=".quantile",
         ),
         SpecRule(
             cel=f"!has(self.preset) || !(self.preset in {cel_list(_HIGHER_IS_BETTER_PRESETS)}) || "
@@ -711,6 +754,78 @@ class Prometheus(SpecModel):
     )
 
 
+MAX_PROTECTED_SEGMENTS: Final = 20
+MAX_EXPLORATORY_SEGMENTS: Final = 20
+
+
+class OnSegmentHarm(StrEnum):
+    """What a protected segment found harmed does to the challenger."""
+
+    ROLLBACK = "rollback"
+    HOLD = "hold"
+
+
+class SegmentCorrection(StrEnum):
+    """How the harm tests of the protected segments are corrected for their number."""
+
+    BONFERRONI = "bonferroni"
+    E_BH = "e-bh"
+
+
+class ProtectedSegment(SpecModel):
+    """A value of the segment label whose users must not be served worse."""
+
+    value: LabelValue = Field(description="The value of the segment label (for example mobile, or DE).")
+    margin: StrictFloat = Field(
+        default=0.0,
+        ge=0,
+        description="How much worse the challenger may be in this segment before it counts as harm: a "
+        "share of the champion's value there (marginType relative, the default; 0.05 is 5 % worse), "
+        "or in the metric's units (absolute). 0: any harm.",
+    )
+    margin_type: MdeType = Field(default=MdeType.RELATIVE, description="relative or absolute.")
+
+
+class Segments(SpecModel):
+    """Who is harmed: always-valid harm tests per protected segment, and an exploratory view.
+
+    The segment is a label of the metric series (``segment``, ``country``, ``client_version``); the
+    operator splits the series it already reads by that label, so the queries need no change, but
+    every series of the primary metric and of the proportion guardrails must carry it. The label
+    must be fixed before treatment: a value the model itself can change (a churn flag) would
+    compare unlike users.
+    """
+
+    label: LabelName = Field(description="The Prometheus label that holds the segment.")
+    protected: Annotated[
+        tuple[ProtectedSegment, ...], unique(lambda p: p.value, "protected segment values must be unique")
+    ] = Field(
+        default=(),
+        max_length=MAX_PROTECTED_SEGMENTS,
+        description="Values that must not be harmed: each is tested on the primary metric and on every "
+        "proportion guardrail with an always-valid one-sided test, corrected for their number.",
+        json_schema_extra=_list_map("value"),
+    )
+    exploratory_values: StrictInt = Field(
+        default=MAX_EXPLORATORY_SEGMENTS,
+        ge=0,
+        le=MAX_EXPLORATORY_SEGMENTS,
+        description="How many other values of the label the status shows on the primary metric (by "
+        "traffic; the rest are summed as other). Exploratory: shown with intervals, never decided on.",
+    )
+    on_segment_harm: OnSegmentHarm = Field(
+        default=OnSegmentHarm.ROLLBACK,
+        description="rollback (drop the challenger, as a guardrail breach does) or hold (stop the "
+        "rollout where it is, with the segment named, until a person decides).",
+    )
+    correction: SegmentCorrection = Field(
+        default=SegmentCorrection.BONFERRONI,
+        description="bonferroni: the chance that any protected segment is ever named harmed by noise "
+        "is at most analysis.alpha (per metric). e-bh: the expected share of wrongly named segments "
+        "is at most alpha (for long lists).",
+    )
+
+
 class Metrics(SpecModel):
     """What is measured: the primary metric, secondary metrics and guardrails, from Prometheus."""
 
@@ -730,6 +845,10 @@ class Metrics(SpecModel):
         description="Metrics that must not get worse; a breach rolls back at once.",
         json_schema_extra=_list_map(),
     )
+    segments: Segments | None = Field(
+        default=None,
+        description="Test protected segments of the users for harm, and show the rest (see Segments).",
+    )
 
     cel_rules = (
         SpecRule(
@@ -748,6 +867,14 @@ class Metrics(SpecModel):
             field_path=".guardrails",
         ),
     )
+
+    def segmented(self) -> tuple[str, ...]:
+        """The metrics tested per segment (with ``segments``): the primary metric and the margin
+        guardrails that are proportions (the harm test is a test of proportions)."""
+        if self.segments is None:
+            return ()
+        candidates = [self.primary, *(g for g in self.guardrails if g.threshold is None)]
+        return tuple(m.name for m in candidates if m.metric_type is MetricType.PROPORTION)
 
     def names(self) -> tuple[str, ...]:
         """Every metric name: primary, secondary, then guardrails."""

@@ -46,6 +46,10 @@ HISTORY_LIMIT: Final = 50
 STRATA_LIMIT: Final = 3 * MAX_STEPS
 _MAX_VARIANTS: Final = MAX_CHALLENGERS + 1
 _MAX_METRICS: Final = 1 + MAX_SECONDARY_METRICS + MAX_GUARDRAILS
+#: The most values of one label (segment values, or bucket edges) kept per metric.
+BREAKDOWN_LIMIT: Final = 64
+#: The most segment records of one challenger in status.analysis.
+SEGMENT_RECORDS_LIMIT: Final = 200
 
 
 def _utc(value: datetime) -> datetime:
@@ -182,6 +186,14 @@ class GuardrailResult(StatusModel):
     p_value: _Probability | None = Field(default=None, description="Always-valid p-value of a breach.")
     e_value: float | None = Field(default=None, ge=0, description="E-value of a breach.")
     breached: bool = Field(default=False, description="Whether the guardrail is breached.")
+    challenger_bounds: Interval | None = Field(
+        default=None,
+        description="quantile guardrails: the bucket edges between which the challenger's quantile is "
+        "known to lie (low < quantile <= high), once both are known.",
+    )
+    champion_bounds: Interval | None = Field(
+        default=None, description="quantile guardrails: the same for the champion's quantile."
+    )
 
 
 class SRMResult(StatusModel):
@@ -199,6 +211,34 @@ class SRMResult(StatusModel):
     mismatch: bool = Field(default=False, description="Whether the p-value is below analysis.srmThreshold.")
 
 
+class SegmentRecord(StatusModel):
+    """One segment of one metric for one challenger: its estimate, interval and harm verdict."""
+
+    metric: DNSLabel = Field(description="The metric (the primary metric or a proportion guardrail).")
+    value: Annotated[str, Field(max_length=63)] = Field(
+        description="The segment label's value (other: the exploratory values beyond the cap, summed)."
+    )
+    protected: bool = Field(default=False, description="A protected segment (decided on); else exploratory.")
+    harmed: bool = Field(
+        default=False,
+        description="Protected: found harmed (the corrected always-valid test). Exploratory: a pointer "
+        "for a person only, never a decision.",
+    )
+    estimate: float | None = Field(default=None, description="The challenger's value in the segment.")
+    champion_estimate: float | None = Field(default=None, description="The champion's value in the segment.")
+    difference: float | None = Field(default=None, description="Challenger minus champion.")
+    ci: Interval | None = Field(
+        default=None, description="Always-valid interval of the difference, simultaneous over the segments."
+    )
+    worse_by: float | None = Field(
+        default=None, description="How much worse the challenger is (relative or absolute, as the margin)."
+    )
+    margin: float | None = Field(default=None, description="The allowed deterioration.")
+    p_value: _Probability | None = Field(default=None, description="The segment's own always-valid p-value.")
+    n: float | None = Field(default=None, ge=0, description="The challenger's trials in the segment.")
+    champion_n: float | None = Field(default=None, ge=0, description="The champion's trials in the segment.")
+
+
 class VariantAnalysis(StatusModel):
     """Everything the analysis knows about one variant (the champion carries only its own values)."""
 
@@ -209,6 +249,12 @@ class VariantAnalysis(StatusModel):
     )
     guardrails: dict[str, GuardrailResult] = Field(
         default_factory=dict, max_length=MAX_GUARDRAILS, description="Guardrails by name."
+    )
+    segments: list[SegmentRecord] = Field(
+        default_factory=list,
+        max_length=SEGMENT_RECORDS_LIMIT,
+        description="Per-segment results (spec.metrics.segments): protected segments of every tested "
+        "metric, then the exploratory view of the primary metric.",
     )
     decision: VariantDecision = Field(
         default=VariantDecision.PENDING, description="The verdict on this variant."
@@ -428,6 +474,33 @@ class SequentialState(StatusModel):
         default=None,
         description="method fixed: the difference (challenger minus champion) at that single test.",
     )
+    harmed_at: Timestamp | None = Field(
+        default=None,
+        description="Protected segments: when the segment was found harmed (a finding, once made, stays).",
+    )
+
+
+class QuantileState(StatusModel):
+    """A quantile guardrail's memory for one challenger: the running maxima of its edge tests."""
+
+    edges: list[float] = Field(
+        default_factory=list, max_length=BREAKDOWN_LIMIT, description="The bucket edges."
+    )
+    champion_below: list[float | None] = Field(
+        default_factory=list,
+        max_length=BREAKDOWN_LIMIT,
+        description="Per edge: the running maximum of the log evidence that the champion's quantile is "
+        "above it (null: none yet).",
+    )
+    champion_above: list[float | None] = Field(
+        default_factory=list, max_length=BREAKDOWN_LIMIT, description="... that it is at or below it."
+    )
+    challenger_below: list[float | None] = Field(
+        default_factory=list, max_length=BREAKDOWN_LIMIT, description="The same for the challenger."
+    )
+    challenger_above: list[float | None] = Field(
+        default_factory=list, max_length=BREAKDOWN_LIMIT, description="The same for the challenger."
+    )
 
 
 class SRMAlarm(StatusModel):
@@ -462,8 +535,7 @@ class SRMState(StatusModel):
     )
     alarm: SRMAlarm | None = Field(
         default=None,
-        description="A mismatch found and not yet cleared: the experiment holds while fresh counts "
-        "check it.",
+        description="A mismatch found and not yet cleared: the experiment holds while fresh counts check it.",
     )
     cleared: int = Field(default=0, ge=0, description="Alarms that the counts after them contradicted.")
 
@@ -635,6 +707,22 @@ class ModelExperimentStatus(StatusModel):
         default_factory=dict,
         max_length=_MAX_VARIANTS,
         description="Sequential test state per challenger, then per metric or guardrail name.",
+    )
+    breakdowns: dict[str, dict[str, dict[str, MetricCounters]]] = Field(
+        default_factory=dict,
+        max_length=_MAX_METRICS,
+        description="Counts since countedSince split by a label, per metric, then label value, then "
+        "variant: the segments (spec.metrics.segments) and the bucket edges (le) of quantile guardrails.",
+    )
+    segment_state: dict[str, dict[str, dict[str, SequentialState]]] = Field(
+        default_factory=dict,
+        max_length=_MAX_VARIANTS,
+        description="The protected segments' harm tests per challenger, metric and segment value.",
+    )
+    quantiles: dict[str, dict[str, QuantileState]] = Field(
+        default_factory=dict,
+        max_length=_MAX_VARIANTS,
+        description="Quantile guardrails' memory per challenger and guardrail.",
     )
     srm: SRMState = Field(default_factory=SRMState, description="The sample ratio test's memory.")
     dropped_challengers: list[DroppedChallenger] = Field(

@@ -191,6 +191,27 @@ HeaderName = Annotated[
     Field(min_length=1, max_length=128),
     Cel((regex_rule("[a-z0-9]([-_.a-z0-9]*[a-z0-9])?", "must be a lowercase HTTP header name"),)),
 ]
+#: A Prometheus label name (not ``le``, which belongs to histograms, nor a reserved ``__`` name).
+LabelName = Annotated[
+    str,
+    Field(min_length=1, max_length=128),
+    Cel(
+        (
+            regex_rule("[a-zA-Z_][a-zA-Z0-9_]*", "must be a Prometheus label name"),
+            SpecRule(
+                cel="self != 'le' && !self.startsWith('__')",
+                message="must not be le or start with __",
+                check=lambda value: value != "le" and not value.startswith("__"),
+            ),
+        )
+    ),
+]
+#: A value of a segment label: what the operator names in its status, Events and messages.
+LabelValue = Annotated[
+    str,
+    Field(min_length=1, max_length=63),
+    Cel((regex_rule("[A-Za-z0-9]([-_.:/@+A-Za-z0-9]*[A-Za-z0-9])?", "must be a short label value"),)),
+]
 #: An ``http://`` or ``https://`` URL.
 Url = Annotated[
     str,

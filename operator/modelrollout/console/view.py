@@ -396,6 +396,51 @@ def _guardrails_section(obj: Mapping[str, Any], plain: bool) -> list[RenderableT
     return [table]
 
 
+def _segment_row(name: str, record: Mapping[str, Any]) -> tuple[Text, ...]:
+    ci = _dict(record.get("ci"))
+    interval = f"[{_fmt_signed(ci.get('low'))}, {_fmt_signed(ci.get('high'))}]" if ci else "-"
+    protected = record.get("protected") is True
+    harmed = record.get("harmed") is True
+    if protected:
+        verdict = _text("HARMED" if harmed else "no", "bold red" if harmed else "green")
+    else:
+        verdict = _text("look" if harmed else "-", "yellow" if harmed else "dim")
+    return (
+        _text(name),
+        _text(str(record.get("metric", ""))),
+        _text(f"{record.get('value', '')}{'' if protected else ' (exploratory)'}"),
+        _text(_fmt(record.get("estimate"))),
+        _text(_fmt(record.get("championEstimate"))),
+        _text(_fmt_signed(record.get("difference"))),
+        _text(interval),
+        _text(_fmt_count(record.get("n"))),
+        _text(_fmt_p(record.get("pValue"))),
+        verdict,
+    )
+
+
+def _segments_section(obj: Mapping[str, Any], plain: bool) -> list[RenderableType]:
+    """Each challenger's segments: protected ones (decided on), then the exploratory view."""
+    variants = _dict(_dict(_status(obj).get("analysis")).get("variants"))
+    rows = [
+        _segment_row(name, _dict(record))
+        for name in _variant_names(obj)
+        for record in _list(_dict(variants.get(name)).get("segments"))
+    ]
+    if not rows:
+        return []
+    title = "Segments (protected: always-valid harm tests; exploratory: shown, never decided on)"
+    table = _table(plain, title)
+    columns: tuple[str, ...] = ("variant", "metric", "segment", "value", "champion", "difference")
+    columns += ("interval", "n", "p", "harmed")
+    for column in columns:
+        justify = "left" if column in ("variant", "metric", "segment", "harmed") else "right"
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    for row in rows:
+        table.add_row(*row)
+    return [table]
+
+
 def _srm_section(obj: Mapping[str, Any]) -> list[RenderableType]:
     srm = _dict(_dict(_status(obj).get("analysis")).get("srm"))
     if not srm:
@@ -470,6 +515,7 @@ def _sections(obj: Mapping[str, Any], plain: bool, now: datetime) -> list[Render
     sections += _variants_section(obj, plain)
     for extra in (
         _guardrails_section(obj, plain),
+        _segments_section(obj, plain),
         _srm_section(obj),
         _dropped_section(obj) + _conditions_section(obj),
         _last_transition_section(obj),

@@ -61,7 +61,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Final
 
@@ -79,14 +79,39 @@ DNS_SUBDOMAIN: Final = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a
 
 #: Istio's default bucket boundaries of ``istio_request_duration_milliseconds``, in ms.
 ISTIO_DURATION_BUCKETS_MS: Final = (
-    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0,
-    60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0,
+    0.5,
+    1.0,
+    5.0,
+    10.0,
+    25.0,
+    50.0,
+    100.0,
+    250.0,
+    500.0,
+    1000.0,
+    2500.0,
+    5000.0,
+    10000.0,
+    30000.0,
+    60000.0,
+    300000.0,
+    600000.0,
+    1800000.0,
+    3600000.0,
 )
 #: Field names (CRD spelling) of the shadow divergence counters.
 DIFFERING: Final = "differing"
 COMPARED: Final = "compared"
 #: The sample field of each metric type (CRD spelling): the counts the sample ratio test uses.
-SAMPLE_FIELD: Final = {MetricType.PROPORTION: "trials", MetricType.MEAN: "count", MetricType.RATIO: "units"}
+SAMPLE_FIELD: Final = {
+    MetricType.PROPORTION: "trials",
+    MetricType.MEAN: "count",
+    MetricType.RATIO: "units",
+    MetricType.QUANTILE: "buckets",
+}
+#: The label that tells a histogram's buckets apart, and the value of the bucket that counts all.
+LE: Final = "le"
+ALL_BUCKET: Final = "+Inf"
 
 
 @dataclass(frozen=True)
@@ -159,7 +184,12 @@ class CounterField:
 @dataclass(frozen=True)
 class CounterMetric:
     """The counters of one metric for its live variants. ``error``: it cannot be counted at all
-    (a ``thresholdMs`` that is no bucket boundary); ``fields`` is then empty."""
+    (a ``thresholdMs`` that is no bucket boundary); ``fields`` is then empty.
+
+    ``split``: a label whose values the reading also counts apart (``CounterReading.breakdown``):
+    the segment label, or ``le`` for a quantile's buckets. ``split_total``: only the series with
+    that value of the split label count in the metric's own totals (``+Inf``: all requests).
+    """
 
     name: str
     type: MetricType
@@ -167,6 +197,8 @@ class CounterMetric:
     variants: tuple[str, ...]
     fields: tuple[CounterField, ...]
     error: SpecProblem | None = None
+    split: str | None = None
+    split_total: str | None = None
 
     @property
     def sample_field(self) -> CounterField | None:
@@ -254,9 +286,9 @@ def _varying_matcher(parsed: Mapping[str, Selector]) -> int | None:
     return varying[0] if len(set(values)) == len(values) else None
 
 
-def template_queries(template: str, *, path: str, variants: Sequence[str], namespace: str) -> tuple[
-    CounterQuery, ...
-]:
+def template_queries(
+    template: str, *, path: str, variants: Sequence[str], namespace: str
+) -> tuple[CounterQuery, ...]:
     """The queries of a user template for ``variants`` (see the module docstring)."""
     if not variants:
         raise InvalidInputError("at least one variant is needed to build a query")
@@ -264,9 +296,7 @@ def template_queries(template: str, *, path: str, variants: Sequence[str], names
     shown = MappingProxyType({v: s.render() for v, s in parsed.items()})
     at = _varying_matcher(parsed) if len(variants) > 1 else None
     if at is None:
-        return tuple(
-            CounterQuery(selector=shown[v], path=path, variant=v, shown=shown) for v in variants
-        )
+        return tuple(CounterQuery(selector=shown[v], path=path, variant=v, shown=shown) for v in variants)
     first = parsed[variants[0]]
     label = first.matchers[at].name
     values = {parsed[v].matchers[at].value: v for v in variants}
@@ -331,7 +361,10 @@ def _istio_query(
         ),
     )
     return CounterQuery(
-        selector=selector.render(), path=path, sign=sign, label=target.label,
+        selector=selector.render(),
+        path=path,
+        sign=sign,
+        label=target.label,
         values=MappingProxyType(dict(target.values)),
     )
 
@@ -377,9 +410,7 @@ def _gateway_fields(
     def queries(*extra: Matcher) -> tuple[CounterQuery, ...]:
         out = []
         for label in ("envoy_cluster_name", "cluster_name"):
-            selector = Selector(
-                "envoy_cluster_upstream_rq_xx", (Matcher(label, "=~", alternatives), *extra)
-            )
+            selector = Selector("envoy_cluster_upstream_rq_xx", (Matcher(label, "=~", alternatives), *extra))
             out.append(CounterQuery(selector=selector.render(), path=path, label=label, patterns=patterns))
         return tuple(out)
 
@@ -433,6 +464,19 @@ def _preset_metric(
         target = istio_target(spec, variants)
         if isinstance(target, str):
             return failed(SpecProblem(preset_path, target))
+        if preset is Preset.ISTIO_LATENCY_QUANTILE:
+            buckets = _istio_query(
+                target, namespace, "istio_request_duration_milliseconds_bucket", preset_path
+            )
+            return CounterMetric(
+                metric.name,
+                MetricType.QUANTILE,
+                path,
+                tuple(variants),
+                (CounterField("buckets", "trials", (buckets,)),),
+                split=LE,
+                split_total=ALL_BUCKET,
+            )
         fields = _istio_fields(preset, target, namespace, preset_path, metric.threshold_ms)
     return CounterMetric(metric.name, MetricType.PROPORTION, path, tuple(variants), fields)
 
@@ -447,13 +491,17 @@ def counter_metric(
     fields = tuple(
         CounterField(
             alias,
-            attr,
+            "trials" if metric.metric_type is MetricType.QUANTILE else attr,
             template_queries(
                 templates[alias], path=f"{path}.{alias}", variants=variants, namespace=namespace
             ),
         )
         for attr, alias in QUERY_FIELDS[metric.metric_type]
     )
+    if metric.metric_type is MetricType.QUANTILE:
+        return CounterMetric(
+            metric.name, MetricType.QUANTILE, path, tuple(variants), fields, split=LE, split_total=ALL_BUCKET
+        )
     return CounterMetric(metric.name, metric.metric_type, path, tuple(variants), fields)
 
 
@@ -493,19 +541,28 @@ def divergence_metric(
         return CounterMetric(DIVERGENCE, MetricType.PROPORTION, path, names, (), error)
     fields = (
         CounterField(
-            "successes", "successes",
+            "successes",
+            "successes",
             template_queries(
                 divergence.differing, path=f"{path}.{DIFFERING}", variants=names, namespace=namespace
             ),
         ),
         CounterField(
-            "trials", "trials",
+            "trials",
+            "trials",
             template_queries(
                 divergence.compared, path=f"{path}.{COMPARED}", variants=names, namespace=namespace
             ),
         ),
     )
     return CounterMetric(DIVERGENCE, MetricType.PROPORTION, path, names, fields)
+
+
+def _with_segments(spec: ModelExperimentSpec, metric: MetricQueries, counted: CounterMetric) -> CounterMetric:
+    if counted.error is not None or counted.split is not None or metric.name not in spec.metrics.segmented():
+        return counted
+    assert spec.metrics.segments is not None
+    return replace(counted, split=spec.metrics.segments.label)
 
 
 def build_counter_set(
@@ -551,7 +608,10 @@ def build_counter_set(
     described: list[tuple[MetricQueries, str]] = [(m.primary, "spec.metrics.primary")]
     described += [(s, f"spec.metrics.secondary[{i}]") for i, s in enumerate(m.secondary)]
     described += [(g, f"spec.metrics.guardrails[{i}]") for i, g in enumerate(m.guardrails)]
-    metrics = tuple(counter_metric(spec, metric, path, live, namespace) for metric, path in described)
+    metrics = tuple(
+        _with_segments(spec, metric, counter_metric(spec, metric, path, live, namespace))
+        for metric, path in described
+    )
     with_shadow = (spec.shadow.enabled and spec.shadow.divergence is not None) if shadow is None else shadow
     challengers = [v for v in live if v != spec.champion.name]
     divergence = divergence_metric(spec, challengers, namespace) if with_shadow else None

@@ -53,13 +53,22 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
-from modelrollout.api.observations import CounterReading, Increment, MetricReading, Unknown, VariantCounts
+from modelrollout.api.observations import (
+    OTHER_VALUE,
+    CounterReading,
+    Increment,
+    MetricReading,
+    Unknown,
+    VariantCounts,
+)
 from modelrollout.metrics.counters import CounterMetric, CounterQuery, CounterSet
 
 #: How far before the checkpoint a tick without anchors in memory looks for them.
 LOOKBACK: Final = timedelta(minutes=5)
 #: How far back a series without a sample in :data:`LOOKBACK` is looked for (``last_over_time``).
 LONG_LOOKBACK: Final = timedelta(hours=1)
+#: The most distinct values of a split label one reading keeps apart (the rest are summed).
+SPLIT_VALUES_LIMIT: Final = 256
 #: A series' labels, sorted: its identity.
 SeriesKey = tuple[tuple[str, str], ...]
 #: (metric name, field name, index of the query in the field): one query's place.
@@ -182,6 +191,18 @@ def parse_vector(result: Any) -> dict[SeriesKey, float] | str:
     return out
 
 
+def split_value(label: str, value: str) -> str:
+    """A split label's value as the counts key it: ``le`` as a canonical number (``500``,
+    ``500.0`` and ``5e+02`` are one bucket edge; ``+Inf`` stays), other labels as they are."""
+    if label != "le":
+        return value
+    try:
+        number = float(value)
+    except ValueError:
+        return value
+    return "+Inf" if number == math.inf else repr(number)
+
+
 def without_name(key: SeriesKey) -> SeriesKey:
     return tuple(kv for kv in key if kv[0] != "__name__")
 
@@ -285,6 +306,7 @@ class MetricCounter:
         self.fetch_last = fetch_last
         # A selector read twice in one metric (the latency preset's _count) is fetched once.
         self._fetched: dict[str, tuple[float, list[Any] | Unknown]] = {}
+        self._split_seen: set[str] = set()
 
     def _range_start(self, remembered: dict[SeriesKey, Anchor] | None) -> float:
         floor = self.checkpoint - LOOKBACK.total_seconds()
@@ -382,6 +404,7 @@ class MetricCounter:
         variants: dict[str, VariantCounts] = {}
         anchors: dict[PartKey, dict[SeriesKey, Anchor]] = {}
         per_variant: dict[str, dict[str, list[Increment]]] = {v: {} for v in self.metric.variants}
+        per_split: dict[str, dict[str, dict[str, list[Increment]]]] = {}
         # per variant: lag, spacing, resets
         stats: dict[str, list[float]] = {v: [0.0, 0.0, 0.0] for v in self.metric.variants}
         for f in self.metric.fields:
@@ -400,7 +423,12 @@ class MetricCounter:
                         synthetic=k in part.synthetic,
                         target=target_of(s.labels),
                     )
-                    per_variant[variant].setdefault(f.attr, []).extend(counted.increments)
+                    split = self._split_value(s.labels)
+                    if split is not None:
+                        bucket = per_split.setdefault(split, {}).setdefault(variant, {})
+                        bucket.setdefault(f.attr, []).extend(counted.increments)
+                    if self.metric.split_total is None or split == self.metric.split_total:
+                        per_variant[variant].setdefault(f.attr, []).extend(counted.increments)
                     if counted.last is not None:
                         kept[k] = counted.last
                     seen[variant] = True
@@ -419,7 +447,29 @@ class MetricCounter:
             fields = {f.attr: tuple(per_variant[v].get(f.attr, ())) for f in self.metric.fields}
             lag, spacing, resets = stats[v]
             variants[v] = VariantCounts(fields=fields, lag=lag, spacing=spacing, resets=int(resets))
-        return CounterReading(since=None, until=_EPOCH, variants=variants), anchors
+        breakdown = {
+            value: {
+                v: VariantCounts(
+                    fields={f.attr: tuple(by_variant.get(v, {}).get(f.attr, ())) for f in self.metric.fields}
+                )
+                for v in self.metric.variants
+            }
+            for value, by_variant in per_split.items()
+        }
+        reading = CounterReading(since=None, until=_EPOCH, variants=variants, breakdown=breakdown)
+        return reading, anchors
+
+    def _split_value(self, labels: Mapping[str, str]) -> str | None:
+        """The value of the metric's split label in ``labels`` (canonical for ``le``), or None when
+        the metric is not split; values beyond :data:`SPLIT_VALUES_LIMIT` are :data:`OTHER_VALUE`."""
+        label = self.metric.split
+        if label is None:
+            return None
+        value = split_value(label, labels.get(label, ""))
+        if value not in self._split_seen and len(self._split_seen) >= SPLIT_VALUES_LIMIT:
+            return OTHER_VALUE
+        self._split_seen.add(value)
+        return value
 
 
 def count_set(
@@ -473,10 +523,10 @@ def count_set(
         )
         reading, anchors = counter.count()
         if isinstance(reading, CounterReading):
-            reading = CounterReading(since=since, until=until, variants=reading.variants)
+            reading = CounterReading(
+                since=since, until=until, variants=reading.variants, breakdown=reading.breakdown
+            )
             for part, kept in anchors.items():
                 memo.put(part, at_s, kept)
         readings[metric.name] = reading
     return readings
-
-

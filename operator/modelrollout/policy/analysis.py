@@ -26,10 +26,11 @@ from modelrollout.api.status import (
     VariantAnalysis,
     VariantDecision,
 )
-from modelrollout.policy import counts, guardrails, plans, primary, shadow, srm
+from modelrollout.policy import counts, guardrails, plans, primary, segments, shadow, srm
 from modelrollout.policy.context import Tick, finite, fmt, pct
 from modelrollout.policy.guardrails import GuardrailCheck
 from modelrollout.policy.primary import AnyMetric, MetricOutcome
+from modelrollout.policy.segments import SegmentCheck
 from modelrollout.policy.shadow import DivergenceCheck
 from modelrollout.policy.srm import SRMCheck
 
@@ -50,6 +51,7 @@ class Assessment:
     readings: dict[str, counts.Reading] = field(default_factory=dict)
     unknown: dict[str, str] = field(default_factory=dict)
     guardrails: list[GuardrailCheck] = field(default_factory=list)
+    segments: list[SegmentCheck] = field(default_factory=list)
     divergence: list[DivergenceCheck] = field(default_factory=list)
     srm: SRMCheck | None = None
     outcomes: list[MetricOutcome] = field(default_factory=list)
@@ -72,6 +74,14 @@ class Assessment:
         out: dict[str, list[GuardrailCheck]] = {}
         for check in self.guardrails:
             if check.breached:
+                out.setdefault(check.challenger, []).append(check)
+        return out
+
+    def harmed(self) -> dict[str, list[SegmentCheck]]:
+        """Per challenger, the metrics on which a protected segment is found harmed."""
+        out: dict[str, list[SegmentCheck]] = {}
+        for check in self.segments:
+            if check.harmed:
                 out.setdefault(check.challenger, []).append(check)
         return out
 
@@ -126,6 +136,7 @@ def assess(ctx: Tick, status: ModelExperimentStatus) -> Assessment:
                 a.unknown[f"divergence of {d.challenger}"] = d.unknown
     _bookkeep_outage(ctx, status, a.unknown)
     if progressing:
+        a.segments = segments.evaluate(ctx, status, plan.n if plan is not None else None)
         if isinstance(a.readings[spec.metrics.primary.name], counts.Known):
             a.srm = srm.evaluate(ctx, status)
         metrics: list[tuple[AnyMetric, bool]] = [(spec.metrics.primary, True)]
@@ -206,6 +217,17 @@ def _dropped_record(previous: VariantAnalysis | None, dropped: DroppedChallenger
     return entry
 
 
+def _segment_notes(a: Assessment, name: str, entry: VariantAnalysis) -> list[str]:
+    """Record ``name``'s segments in ``entry``; the notes of its harmed ones."""
+    notes = []
+    for check in a.segments:
+        if check.challenger == name:
+            entry.segments.extend(check.records)
+            if check.harmed:
+                notes.append("harmed " + check.summary)
+    return notes
+
+
 def _challenger_record(
     ctx: Tick, status: ModelExperimentStatus, a: Assessment, name: str, planned_n: int | None
 ) -> VariantAnalysis:
@@ -229,6 +251,7 @@ def _challenger_record(
             entry.guardrails[check.name] = check.result
             if check.breached or check.warning:
                 notes.append(check.summary)
+    notes.extend(_segment_notes(a, name, entry))
     notes.extend(div.summary for div in a.divergence if div.challenger == name and div.summary)
     if a.stage is Phase.PROGRESSING:
         notes.insert(0, verdict_text(ctx, found, planned_n))

@@ -47,11 +47,19 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
-from modelrollout.api.observations import DIVERGENCE, CounterReading, Increment, Unknown, VariantCounts
+from modelrollout.api.observations import (
+    DIVERGENCE,
+    OTHER_VALUE,
+    CounterReading,
+    Increment,
+    Unknown,
+    VariantCounts,
+)
 from modelrollout.api.presets import MetricType
 from modelrollout.api.spec import QUERY_FIELDS, ModelExperimentSpec
 from modelrollout.api.status import (
     ALL_TARGETS,
+    BREAKDOWN_LIMIT,
     SETTLE_SLICES_LIMIT,
     TARGETS_LIMIT,
     MetricCounters,
@@ -67,12 +75,13 @@ from modelrollout.api.types import parse_duration
 #: The counter fields of each metric type (python attribute names).
 FIELDS: Final[dict[MetricType, tuple[str, ...]]] = {
     t: tuple(attr for attr, _ in fields) for t, fields in QUERY_FIELDS.items()
-}
+} | {MetricType.QUANTILE: ("trials",)}  # a histogram's buckets each count requests (at or below le)
 #: The field that counts a metric's samples (trials, observations or units).
 SAMPLE_FIELD: Final[dict[MetricType, str]] = {
     MetricType.PROPORTION: "trials",
     MetricType.MEAN: "count",
     MetricType.RATIO: "units",
+    MetricType.QUANTILE: "trials",
 }
 #: The likelihood ratio of the new split over the old one that ends a settle (a Bayes factor of 100).
 SETTLE_EVIDENCE: Final = math.log(100.0)
@@ -627,11 +636,71 @@ def read(
                 out[name] = Unknown(problem)
                 continue
             _count(spec, status, name, mtype, reading, names, stratify=stratify and name != DIVERGENCE)
+            _count_breakdown(spec, status, name, mtype, reading, names)
             status.checkpoints[name] = reading.until
         out[name] = Known(
             {v: status.totals.get(v, {}).get(name) or zero(mtype) for v in names}
         )
     return out
+
+
+def _kept_value(
+    spec: ModelExperimentSpec, name: str, mtype: MetricType, value: str, known: Mapping[str, object]
+) -> str | None:
+    """Under which value a split value of ``name`` is kept in ``status.breakdowns`` (None: not kept).
+
+    Bucket edges are all kept. Segment values: the protected ones always; on the primary metric the
+    others too (the exploratory view, which shows the largest), up to :data:`BREAKDOWN_LIMIT`
+    values, after which they are summed as ``other``; on a guardrail only the protected ones.
+    """
+    if value in known:
+        return value
+    if mtype is MetricType.QUANTILE:
+        return value if len(known) < BREAKDOWN_LIMIT else None
+    segments = spec.metrics.segments
+    if segments is None or name not in spec.metrics.segmented():
+        return None
+    if value in {p.value for p in segments.protected}:
+        return value
+    if name != spec.metrics.primary.name or segments.exploratory_values == 0:
+        return None
+    return value if len(known) < BREAKDOWN_LIMIT - 1 else OTHER_VALUE
+
+
+def _count_breakdown(
+    spec: ModelExperimentSpec,
+    status: ModelExperimentStatus,
+    name: str,
+    mtype: MetricType,
+    reading: CounterReading,
+    variants: Sequence[str],
+) -> None:
+    """Add a reading's increments by split value (segments, bucket edges) to ``status.breakdowns``."""
+    if not reading.breakdown:
+        return
+    start = seconds(status.counted_since or status.started_at or reading.until)
+    since_start = _holds_from(start)
+    into = status.breakdowns.get(name, {})
+    for value in sorted(reading.breakdown):
+        kept = _kept_value(spec, name, mtype, value, into)
+        if kept is None:
+            continue
+        by_variant = reading.breakdown[value]
+        counters = into.setdefault(kept, {})
+        for v in variants:
+            found = by_variant.get(v)
+            if found is None:
+                continue
+            nested = {v: {name: counters[v]}} if v in counters else {}
+            _add(nested, v, name, mtype, _sums(found.fields, since_start))
+            counters[v] = nested[v][name]
+    if into:
+        status.breakdowns[name] = into
+
+
+def breakdown(status: ModelExperimentStatus, name: str) -> dict[str, dict[str, MetricCounters]]:
+    """``name``'s counts since the start by split value, then variant (see ``status.breakdowns``)."""
+    return {value: dict(by_variant) for value, by_variant in status.breakdowns.get(name, {}).items()}
 
 
 def series(status: ModelExperimentStatus, metric: str, variant: str) -> list[MetricCounters | None]:

@@ -95,7 +95,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from modelrollout.api.observations import Observations
-from modelrollout.api.spec import Goal, Method, ModelExperimentSpec, OnDataOutage, OnInconclusive
+from modelrollout.api.spec import (
+    Goal,
+    Method,
+    ModelExperimentSpec,
+    OnDataOutage,
+    OnInconclusive,
+    OnSegmentHarm,
+)
 from modelrollout.api.status import ModelExperimentStatus, PauseReason, Phase, VariantDecision
 from modelrollout.policy import (
     analysis,
@@ -345,6 +352,30 @@ def _breach(p: _Pass, a: Assessment) -> Outcome | None:
     )
 
 
+def _segment_harm(p: _Pass, a: Assessment) -> Outcome | None:
+    """b2. A protected segment found harmed drops its challenger (onSegmentHarm rollback) or holds
+    the rollout where it is (hold) until a person decides; a hold does not outlive maxDuration."""
+    harmed = a.harmed()
+    segments = p.ctx.spec.metrics.segments
+    if not harmed or segments is None:
+        return None
+    losers = {c: "; ".join(check.summary for check in found) for c, found in harmed.items()}
+    numbers: Numbers = {}
+    for found in harmed.values():
+        for check in found:
+            numbers.update(check.numbers)
+    if segments.on_segment_harm is OnSegmentHarm.HOLD:
+        if p.deadline():
+            return _inconclusive(p, a, trusted=False, why="a protected segment is harmed")
+        message = messages.holding_segment_harm(losers.values())
+        return _hold(Rule.SEGMENT_HARM, "SegmentHarm", message, numbers)
+    live_after = [c for c in p.ctx.live(p.s) if c not in losers]
+    message = messages.segment_harmed(losers.values(), losers, live_after, p.ctx.champion)
+    return transitions.drop(
+        p.ctx, p.s, a.readings, losers, Rule.SEGMENT_HARM, "SegmentHarm", message, numbers
+    )
+
+
 def _shadow_failed(p: _Pass, a: Assessment) -> Outcome | None:
     """c. A challenger whose divergence is surely above the bound is dropped."""
     failed = {d.challenger: d for d in a.divergence if d.failed}
@@ -406,6 +437,7 @@ _SHADOW_GATES: tuple[_Gate, ...] = (_outage_limit, _breach, _shadow_failed, _una
 _PROGRESS_GATES: tuple[_Gate, ...] = (
     _outage_limit,
     _breach,
+    _segment_harm,
     _unavailable,
     _plan_impossible,
     _sample_ratio_mismatch,

@@ -31,6 +31,7 @@ class Rule(StrEnum):
     DATA_OUTAGE_ROLLBACK = "DataOutageRollback"
     DATA_OUTAGE_PAUSE = "DataOutagePause"
     GUARDRAIL_BREACH = "GuardrailBreach"
+    SEGMENT_HARM = "SegmentHarm"
     SAMPLE_RATIO_MISMATCH = "SampleRatioMismatch"
     PRIMARY_WORSE = "PrimaryWorse"
     DECISIVE_METRIC_WORSE = "DecisiveMetricWorse"

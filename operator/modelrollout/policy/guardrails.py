@@ -29,16 +29,27 @@ steps do not advance, the shadow does not pass, and the challenger is not promot
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
 from modelrollout.api.presets import MetricType
 from modelrollout.api.spec import Guardrail
-from modelrollout.api.status import GuardrailResult, MetricCounters, ModelExperimentStatus, SequentialState
+from modelrollout.api.status import (
+    GuardrailResult,
+    Interval,
+    MetricCounters,
+    ModelExperimentStatus,
+    QuantileState,
+    SequentialState,
+)
 from modelrollout.errors import InvalidInputError
 from modelrollout.policy import counts, values
 from modelrollout.policy.context import Tick, finite, fmt
-from modelrollout.stats import sequential
+from modelrollout.stats import quantiles, sequential
+
+#: The ``le`` value of a histogram's bucket that counts every request.
+ALL_BUCKET: Final = "+Inf"
 
 #: Per-variant sample size the guardrail mixtures are tuned at when no plan is known yet.
 FALLBACK_TUNING_N: Final = 1000
@@ -232,6 +243,138 @@ def _check_threshold(
     )
 
 
+def histogram(
+    by_edge: Mapping[str, Mapping[str, MetricCounters]], variants: Sequence[str]
+) -> tuple[list[float], dict[str, list[float]]] | None:
+    """The finite bucket edges that every one of ``variants`` has, and each variant's cumulative
+    counts at them followed by its total (the ``+Inf`` bucket); None without a total."""
+    totals = by_edge.get(ALL_BUCKET, {})
+    if any(v not in totals for v in variants):
+        return None
+    edges: list[float] = []
+    for value, by_variant in by_edge.items():
+        try:
+            edge = float(value)
+        except ValueError:
+            continue
+        if math.isfinite(edge) and all(v in by_variant for v in variants):
+            edges.append(edge)
+    edges.sort()
+    keyed = {float(k): k for k in by_edge if k != ALL_BUCKET and _is_number(k)}
+    cumulative = {
+        v: [float(by_edge[keyed[e]][v].trials or 0.0) for e in edges] + [float(totals[v].trials or 0.0)]
+        for v in variants
+    }
+    return edges, cumulative
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _from_store(values: Sequence[float | None]) -> list[float]:
+    return [-math.inf if x is None else float(x) for x in values]
+
+
+def _to_store(values: Sequence[float]) -> list[float | None]:
+    return [float(x) if math.isfinite(x) else None for x in values]
+
+
+def _quantile_state(
+    status: ModelExperimentStatus, challenger: str, name: str, edges: list[float]
+) -> QuantileState:
+    by_name = status.quantiles.setdefault(challenger, {})
+    state = by_name.get(name)
+    if state is None or state.edges != edges:  # new layout: the old maxima are of other edges
+        state = QuantileState(edges=edges)
+        by_name[name] = state
+    return state
+
+
+def _check_quantile(ctx: Tick, status: ModelExperimentStatus, g: Guardrail, name: str) -> GuardrailCheck:
+    found = histogram(counts.breakdown(status, g.name), (ctx.champion, name))
+    if found is None or not found[0] or min(found[1][ctx.champion][-1], found[1][name][-1]) <= 0:
+        return GuardrailCheck(name, g.name, GuardrailResult(), evaluated=False, summary="no requests yet")
+    edges, cumulative = found
+    state = _quantile_state(status, name, g.name, edges)
+    relative = g.max_relative_increase is not None
+    margin = float((g.max_relative_increase if relative else g.max_absolute_increase) or 0.0)
+    carried = None
+    if state.champion_below:
+        carried = quantiles.QuantileCarried(
+            _from_store(state.champion_below),
+            _from_store(state.champion_above),
+            _from_store(state.challenger_below),
+            _from_store(state.challenger_above),
+        )
+    res = quantiles.sequential_quantile_guardrail(
+        edges,
+        cumulative[ctx.champion],
+        cumulative[name],
+        quantile=float(g.quantile or 0.95),
+        margin=margin,
+        relative=relative,
+        alpha=ctx.alpha,
+        carried=carried,
+    )
+    state.champion_below = _to_store(res.champion.log_e_below)
+    state.champion_above = _to_store(res.champion.log_e_above)
+    state.challenger_below = _to_store(res.challenger.log_e_below)
+    state.challenger_above = _to_store(res.challenger.log_e_above)
+    return _quantile_check(name, g, res, margin)
+
+
+def _bounds(b: quantiles.QuantileBounds) -> Interval | None:
+    if not (math.isfinite(b.lower) and math.isfinite(b.upper)):
+        return None
+    return Interval(low=b.lower, high=b.upper)
+
+
+def _quantile_check(
+    name: str, g: Guardrail, res: quantiles.QuantileGuardrailResult, margin: float
+) -> GuardrailCheck:
+    c, t = res.champion, res.challenger
+    limit = margin * c.estimate if res.relative and math.isfinite(c.estimate) else margin
+    kind = "relative" if res.relative else "absolute"
+    p = f"p{round(res.quantile * 100, 1):g}"
+    summary = (
+        f"{name} {g.name} {p} {fmt(t.estimate)} (in ({fmt(t.lower)}, {fmt(t.upper)}]) vs champion "
+        f"{fmt(c.estimate)} (in ({fmt(c.lower)}, {fmt(c.upper)}]); worse by at least "
+        f"{fmt(res.worse_by_lower_bound)}, {kind} margin {fmt(margin)}"
+    )
+    return GuardrailCheck(
+        name,
+        g.name,
+        GuardrailResult(
+            estimate=finite(t.estimate),
+            champion_estimate=finite(c.estimate),
+            difference=finite(t.estimate - c.estimate),
+            limit=finite(limit),
+            breached=res.breached,
+            challenger_bounds=_bounds(t),
+            champion_bounds=_bounds(c),
+        ),
+        evaluated=True,
+        seen=True,
+        breached=res.breached,
+        warning=math.isfinite(res.worse_by) and res.worse_by > margin,
+        summary=summary,
+        numbers={
+            "estimate": t.estimate,
+            "championEstimate": c.estimate,
+            "worseBy": res.worse_by,
+            "worseByLowerBound": res.worse_by_lower_bound,
+            "margin": margin,
+            "challengerLower": t.lower,
+            "championUpper": c.upper,
+        },
+    )
+
+
 def evaluate(
     ctx: Tick, status: ModelExperimentStatus, readings: dict[str, counts.Reading], plan_n: int | None
 ) -> list[GuardrailCheck]:
@@ -244,7 +387,9 @@ def evaluate(
         champion = reading.values[ctx.champion]
         for name in ctx.live(status):
             challenger = reading.values[name]
-            if g.threshold is not None:
+            if g.metric_type is MetricType.QUANTILE:
+                out.append(_check_quantile(ctx, status, g, name))
+            elif g.threshold is not None:
                 out.append(_check_threshold(ctx, status, g, name, challenger))
             else:
                 out.append(_check_margin(ctx, status, g, name, champion, challenger, plan_n))

@@ -62,6 +62,22 @@ def guardrail_breached(
     )
 
 
+def segment_harmed(
+    summaries: Iterable[str], dropped: Iterable[str], live_after: Sequence[str], champion: str
+) -> str:
+    return (
+        f"Protected segment harmed: {'; '.join(summaries)}; {joined(sorted(dropped))} dropped, "
+        f"{goes_on(live_after, champion)}."
+    )
+
+
+def holding_segment_harm(summaries: Iterable[str]) -> str:
+    return (
+        f"Holding: protected segment harmed: {'; '.join(summaries)} (onSegmentHarm hold): the traffic "
+        "stays as it is until a person aborts or promotes."
+    )
+
+
 def holding_unknown(unknown: str) -> str:
     return f"Holding: {unknown} (unknown is neither a pass nor a failure)."
 

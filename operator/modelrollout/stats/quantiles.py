@@ -83,6 +83,7 @@ from modelrollout.stats import _validate
 __all__ = [
     "MIXTURE_SCALES",
     "QuantileBounds",
+    "QuantileCarried",
     "QuantileGuardrailResult",
     "binomial_mixture_log_e",
     "histogram_quantile",
@@ -297,6 +298,25 @@ class QuantileGuardrailResult:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class QuantileCarried:
+    """The running maxima a quantile guardrail carries between looks (one value per edge)."""
+
+    champion_below: Sequence[float]
+    champion_above: Sequence[float]
+    challenger_below: Sequence[float]
+    challenger_above: Sequence[float]
+
+    @classmethod
+    def of(cls, result: QuantileGuardrailResult) -> QuantileCarried:
+        return cls(
+            result.champion.log_e_below,
+            result.champion.log_e_above,
+            result.challenger.log_e_below,
+            result.challenger.log_e_above,
+        )
+
+
 def _worse_by(challenger: float, champion: float, relative: bool) -> float:
     if relative:
         if champion <= 0 or not math.isfinite(champion) or math.isnan(challenger):
@@ -315,6 +335,7 @@ def sequential_quantile_guardrail(
     relative: bool = False,
     alpha: float = 0.05,
     previous: QuantileGuardrailResult | None = None,
+    carried: QuantileCarried | None = None,
 ) -> QuantileGuardrailResult:
     """Is the challenger's ``quantile`` above the champion's by more than ``margin``?
 
@@ -333,6 +354,8 @@ def sequential_quantile_guardrail(
         The probability of ever declaring a false breach, under continuous looks (< 0.5).
     previous : QuantileGuardrailResult, optional
         The result of the last look: its running maxima carry over.
+    carried : QuantileCarried, optional
+        The same running maxima as stored between looks (instead of ``previous``).
 
     Returns
     -------
@@ -341,21 +364,23 @@ def sequential_quantile_guardrail(
     a = _validate.alpha(alpha, upper=0.5)
     m = _validate.non_negative("margin", margin)
     level = a / (2.0 * len(edges)) if len(edges) else a
+    if carried is None and previous is not None:
+        carried = QuantileCarried.of(previous)
     c = quantile_bounds(
         edges,
         champion,
         quantile,
         level=level,
-        previous_below=previous.champion.log_e_below if previous else None,
-        previous_above=previous.champion.log_e_above if previous else None,
+        previous_below=carried.champion_below if carried else None,
+        previous_above=carried.champion_above if carried else None,
     )
     t = quantile_bounds(
         edges,
         challenger,
         quantile,
         level=level,
-        previous_below=previous.challenger.log_e_below if previous else None,
-        previous_above=previous.challenger.log_e_above if previous else None,
+        previous_below=carried.challenger_below if carried else None,
+        previous_above=carried.challenger_above if carried else None,
     )
     lower = _worse_by(t.lower, c.upper, relative) if math.isfinite(t.lower) else -math.inf
     return QuantileGuardrailResult(

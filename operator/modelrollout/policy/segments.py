@@ -1,0 +1,247 @@
+"""Who is harmed: the protected segments' harm tests and the exploratory view, every tick.
+
+With ``spec.metrics.segments`` the counts of the primary metric and of every proportion margin
+guardrail are also kept per value of the segment label (``status.breakdowns``; the series the
+operator reads already carry the label, so no query changes). For each live challenger and each of
+those metrics, :func:`modelrollout.stats.segments.segment_harm` tests every protected segment for
+harm, one-sided and always valid, corrected for the number of protected segments (Bonferroni by
+default, e-BH on request). The tests carry their running maxima and mixture scales in
+``status.segmentState``, so the family-wise (or false-discovery) guarantee holds over every look.
+
+A segment found harmed stays harmed (``harmedAt``): for Bonferroni that is what the running maximum
+already gives; for e-BH the set named at one look may shrink at the next, and the guarantee is for
+the set acted on at the first look that names one, so that set is latched.
+
+Each metric is its own family: with a primary metric and two guardrails, three families are
+tested, each at ``analysis.alpha``, as the guardrails themselves are (a spurious rollback is the
+safe error). The exploratory view (the primary metric only) shows the other values with intervals
+and never decides anything.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from modelrollout.api.spec import Direction, MdeType, ModelExperimentSpec, Segments
+from modelrollout.api.status import (
+    Interval,
+    MetricCounters,
+    ModelExperimentStatus,
+    SegmentRecord,
+    SequentialState,
+)
+from modelrollout.errors import InvalidInputError
+from modelrollout.policy import counts
+from modelrollout.policy.context import Tick, finite, fmt
+from modelrollout.stats import segments as seg
+
+#: Per-variant sample size the segment mixtures are tuned at when no plan is known yet.
+FALLBACK_TUNING_N = 1000
+
+
+@dataclass
+class SegmentCheck:
+    """One metric's segments for one challenger at this tick."""
+
+    challenger: str
+    metric: str
+    harmed: tuple[str, ...] = ()
+    records: list[SegmentRecord] = field(default_factory=list)
+    summary: str = ""
+    numbers: dict[str, float | None] = field(default_factory=dict)
+
+
+def higher_is_worse(spec: ModelExperimentSpec, metric: str) -> bool:
+    """Which way is worse for ``metric`` (the primary metric's direction, or the guardrail's)."""
+    m = spec.metrics
+    if metric == m.primary.name:
+        return m.primary.direction is Direction.DECREASE
+    return next(g.higher_is_worse for g in m.guardrails if g.name == metric)
+
+
+def _state(status: ModelExperimentStatus, challenger: str, metric: str, value: str) -> SequentialState:
+    by_metric = status.segment_state.setdefault(challenger, {}).setdefault(metric, {})
+    return by_metric.setdefault(value, SequentialState())
+
+
+def _counts(
+    name: str, by_variant: dict[str, MetricCounters], champion: str, challenger: str
+) -> seg.SegmentCounts:
+    zero = MetricCounters(successes=0.0, trials=0.0)
+    c, t = by_variant.get(champion, zero), by_variant.get(challenger, zero)
+    return seg.SegmentCounts(
+        name=name,
+        champion_successes=float(c.successes or 0.0),
+        champion_trials=float(c.trials or 0.0),
+        challenger_successes=float(t.successes or 0.0),
+        challenger_trials=float(t.trials or 0.0),
+    )
+
+
+def _protected_family(
+    ctx: Tick,
+    status: ModelExperimentStatus,
+    segments: Segments,
+    metric: str,
+    challenger: str,
+    plan_n: int | None,
+) -> seg.SegmentFamilyResult:
+    by_value = counts.breakdown(status, metric)
+    family = []
+    for p in segments.protected:
+        state = _state(status, challenger, metric, p.value)
+        base = _counts(p.value, by_value.get(p.value, {}), ctx.champion, challenger)
+        family.append(
+            seg.SegmentCounts(
+                name=base.name,
+                champion_successes=base.champion_successes,
+                champion_trials=base.champion_trials,
+                challenger_successes=base.challenger_successes,
+                challenger_trials=base.challenger_trials,
+                margin=float(p.margin),
+                relative=p.margin_type is MdeType.RELATIVE,
+                previous_max_log_e=state.max_log_e_value,
+                tau2=state.tau2,
+                fast_tau2=state.fast_tau2 if state.tau2 is not None else None,
+            )
+        )
+    return seg.segment_harm(
+        family,
+        higher_is_worse=higher_is_worse(ctx.spec, metric),
+        alpha=ctx.alpha,
+        correction=segments.correction.value,
+        planned_n_per_variant=float(plan_n or FALLBACK_TUNING_N),
+    )
+
+
+def _remember(
+    ctx: Tick, status: ModelExperimentStatus, metric: str, challenger: str, r: seg.SegmentResult
+) -> bool:
+    """Carry one protected segment's test; True when it is (or was already) found harmed."""
+    state = _state(status, challenger, metric, r.name)
+    if r.evaluated and state.tau2 is None and r.tau2 is not None:
+        state.tau2, state.fast_tau2 = r.tau2, r.fast_tau2
+    state.max_log_e_value = max(state.max_log_e_value, r.log_e_value_max)
+    if r.harmed and state.harmed_at is None:
+        state.harmed_at = ctx.now
+    return state.harmed_at is not None
+
+
+def _record(metric: str, r: seg.SegmentResult, *, protected: bool, harmed: bool) -> SegmentRecord:
+    evaluated = r.evaluated
+    return SegmentRecord(
+        metric=metric,
+        value=r.name,
+        protected=protected,
+        harmed=harmed,
+        estimate=finite(r.challenger_estimate) if evaluated else None,
+        champion_estimate=finite(r.champion_estimate) if evaluated else None,
+        difference=finite(r.difference) if evaluated else None,
+        ci=Interval(low=r.interval.low, high=r.interval.high)
+        if evaluated and math.isfinite(r.interval.low) and math.isfinite(r.interval.high)
+        else None,
+        worse_by=finite(r.worse_by) if evaluated else None,
+        margin=r.margin,
+        p_value=finite(r.p_value),
+        n=r.challenger_trials,
+        champion_n=r.champion_trials,
+    )
+
+
+def _exploratory(
+    ctx: Tick,
+    status: ModelExperimentStatus,
+    segments: Segments,
+    metric: str,
+    challenger: str,
+    plan_n: int | None,
+) -> list[SegmentRecord]:
+    if segments.exploratory_values == 0:
+        return []
+    protected = {p.value for p in segments.protected}
+    values = [
+        _counts(value, by_variant, ctx.champion, challenger)
+        for value, by_variant in sorted(counts.breakdown(status, metric).items())
+        if value not in protected
+    ]
+    values = [v for v in values if v.traffic > 0]
+    if not values:
+        return []
+    view = seg.exploratory_segments(
+        values,
+        higher_is_worse=higher_is_worse(ctx.spec, metric),
+        alpha=ctx.alpha,
+        max_values=segments.exploratory_values,
+        planned_n_per_variant=float(plan_n or FALLBACK_TUNING_N),
+    )
+    return [_record(metric, r, protected=False, harmed=r.harmed) for r in view.segments]
+
+
+def _describe(r: seg.SegmentResult, metric: str) -> str:
+    kind = "relative" if r.relative else "absolute"
+    return (
+        f"segment {r.name} on {metric}: {fmt(r.challenger_estimate)} vs champion {fmt(r.champion_estimate)} "
+        f"(worse by {fmt(r.worse_by)}, {kind} margin {fmt(r.margin)}; always-valid p {fmt(r.p_value)}, "
+        f"n {r.challenger_trials:,.0f} vs {r.champion_trials:,.0f})"
+    )
+
+
+def _one(
+    ctx: Tick,
+    status: ModelExperimentStatus,
+    segments: Segments,
+    metric: str,
+    challenger: str,
+    plan_n: int | None,
+) -> SegmentCheck:
+    check = SegmentCheck(challenger, metric)
+    try:
+        family = (
+            _protected_family(ctx, status, segments, metric, challenger, plan_n)
+            if segments.protected
+            else None
+        )
+        exploratory = (
+            _exploratory(ctx, status, segments, metric, challenger, plan_n)
+            if metric == ctx.spec.metrics.primary.name
+            else []
+        )
+    except InvalidInputError as exc:
+        check.summary = f"segments of {metric} not evaluated yet ({exc})"
+        return check
+    harmed: list[str] = []
+    texts: list[str] = []
+    for r in family.segments if family is not None else ():
+        is_harmed = _remember(ctx, status, metric, challenger, r)
+        check.records.append(_record(metric, r, protected=True, harmed=is_harmed))
+        if is_harmed:
+            harmed.append(r.name)
+            texts.append(_describe(r, metric))
+            prefix = f"{challenger}.{metric}.{r.name}"
+            check.numbers.update(
+                {
+                    f"{prefix}.estimate": r.challenger_estimate,
+                    f"{prefix}.championEstimate": r.champion_estimate,
+                    f"{prefix}.worseBy": r.worse_by,
+                    f"{prefix}.pValue": r.p_value,
+                    f"{prefix}.n": r.challenger_trials,
+                }
+            )
+    check.records.extend(exploratory)
+    check.harmed = tuple(harmed)
+    check.summary = "; ".join(texts)
+    return check
+
+
+def evaluate(ctx: Tick, status: ModelExperimentStatus, plan_n: int | None) -> list[SegmentCheck]:
+    """Every segmented metric's segments, for every live challenger (updates the carried state)."""
+    segments = ctx.spec.metrics.segments
+    if segments is None:
+        return []
+    return [
+        _one(ctx, status, segments, metric, challenger, plan_n)
+        for metric in ctx.spec.metrics.segmented()
+        for challenger in ctx.live(status)
+        if metric in status.breakdowns
+    ]
