@@ -218,3 +218,74 @@ def test_the_quantile_guardrail_carries_its_edge_maxima_through_the_status() -> 
     assert state.edges == [5.0, 10.0, 25.0, 50.0, 100.0, 250.0]
     assert len(state.champion_below) == len(state.edges) == len(state.challenger_above)
     assert max((x for x in state.champion_above if x is not None), default=0.0) > 0
+
+
+# --- the per-segment sample ratio check -------------------------------------------------------------
+
+
+def srm_run(
+    rng: Any, *, lost: float, looks: int = 30, per_look: float = 2000.0, threshold: float = 0.001
+) -> bool:
+    """One stratum at 90/10 with segments mobile (20 %) and tablet (10 %), looked at ``looks`` times;
+    the challenger loses ``lost`` of its mobile samples. Whether any segment's check alarms."""
+    from modelrollout.api.status import MetricCounters, Stratum
+
+    analysis = {"srmThreshold": threshold}
+    the_spec = make_spec(metrics={"segments": SEGMENTS, "guardrails": []}, analysis=analysis)
+    s = status()
+    stratum = Stratum(step=0, weights={"v1": 90, "v2": 10}, started_at=T0, counted_from=T0)
+    s.strata.append(stratum)
+    totals = {"v1": 0.0, "v2": 0.0}
+    for look in range(1, looks + 1):
+        for v, w in (("v1", 0.9), ("v2", 0.1)):
+            for value, share in (("mobile", 0.2), ("tablet", 0.1), ("desktop", 0.7)):
+                n = float(rng.poisson(per_look * w * share))
+                if v == "v2" and value == "mobile":
+                    n = float(rng.binomial(int(n), 1.0 - lost))
+                totals[v] += n
+                if value != "desktop":
+                    got = stratum.segment_trials.setdefault(value, {})
+                    got[v] = got.get(v, 0.0) + n
+            stratum.totals[v] = {"conversion": MetricCounters(successes=0.0, trials=totals[v])}
+        if any(c.mismatch for c in segments.sample_ratio(tick(the_spec, 30 * look), s)):
+            return True
+    return False
+
+
+def test_the_segment_sample_ratio_check_keeps_its_threshold_in_aa_runs() -> None:
+    import numpy as np
+
+    # at srmThreshold 0.001 (the default, 0.0005 per segment): 400 A/A strata of 30 looks each.
+    # The bound is 0.001 of 400, i.e. nothing; allow 2 (Monte Carlo and the asymptotic mixture).
+    rng = np.random.default_rng(16)
+    alarms = sum(srm_run(rng, lost=0.0) for _ in range(400))
+    assert alarms <= 2, alarms
+    # at 0.05 the bound can be seen: at most 20 of 400 expected, 33 allowed (3 binomial sd)
+    alarms = sum(srm_run(rng, lost=0.0, threshold=0.05) for _ in range(400))
+    assert alarms <= 33, alarms
+
+
+def test_the_segment_sample_ratio_check_finds_a_segment_that_loses_its_challenger_samples() -> None:
+    import numpy as np
+
+    rng = np.random.default_rng(17)
+    found = sum(srm_run(rng, lost=0.3) for _ in range(50))
+    assert found >= 48, found
+
+
+def test_a_segment_sample_ratio_mismatch_holds_the_rollout() -> None:
+    from modelrollout.api.status import Phase
+    from modelrollout.policy.analysis import Assessment
+    from modelrollout.policy.decide import _Pass, _segment_sample_ratio
+    from modelrollout.policy.segments import SegmentSRM
+
+    the_spec = spec(segments=SEGMENTS, guardrails=[])
+    s = status()
+    ctx = tick(the_spec, 30)
+    srm = SegmentSRM("v2", "mobile", 1e-5, True, 0.07, 0.1, "segment mobile: v2 has 7 % ...")
+    a = Assessment(stage=Phase.PROGRESSING, segment_srm=[srm])
+    outcome = _segment_sample_ratio(_Pass(ctx, s), a)
+    assert outcome is not None
+    assert outcome.reason == "SegmentSampleRatioMismatch"
+    assert "segment mobile" in outcome.message
+    assert not outcome.transition

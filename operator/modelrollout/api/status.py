@@ -35,6 +35,7 @@ from modelrollout.api.spec import (
     MAX_CHALLENGERS,
     MAX_GUARDRAILS,
     MAX_NOTIFICATIONS,
+    MAX_PROTECTED_SEGMENTS,
     MAX_SECONDARY_METRICS,
     MAX_STEPS,
 )
@@ -432,6 +433,17 @@ class Stratum(StatusModel):
         default_factory=dict,
         max_length=_MAX_VARIANTS,
         description="The stratum's own counts per variant and metric (final once endedAt is set).",
+    )
+    segment_trials: dict[str, dict[str, float]] = Field(
+        default_factory=dict,
+        max_length=MAX_PROTECTED_SEGMENTS,
+        description="Protected segments: the primary metric's samples in this stratum, per segment "
+        "value and variant (the per-segment sample ratio check).",
+    )
+    segment_srm: dict[str, SequentialState] = Field(
+        default_factory=dict,
+        max_length=MAX_PROTECTED_SEGMENTS * MAX_CHALLENGERS,
+        description="The per-segment sample ratio checks of this stratum, by challenger/segment.",
     )
 
 

@@ -30,7 +30,7 @@ from modelrollout.policy import counts, guardrails, plans, primary, segments, sh
 from modelrollout.policy.context import Tick, finite, fmt, pct
 from modelrollout.policy.guardrails import GuardrailCheck
 from modelrollout.policy.primary import AnyMetric, MetricOutcome
-from modelrollout.policy.segments import SegmentCheck
+from modelrollout.policy.segments import SegmentCheck, SegmentSRM
 from modelrollout.policy.shadow import DivergenceCheck
 from modelrollout.policy.srm import SRMCheck
 
@@ -52,6 +52,7 @@ class Assessment:
     unknown: dict[str, str] = field(default_factory=dict)
     guardrails: list[GuardrailCheck] = field(default_factory=list)
     segments: list[SegmentCheck] = field(default_factory=list)
+    segment_srm: list[SegmentSRM] = field(default_factory=list)
     divergence: list[DivergenceCheck] = field(default_factory=list)
     srm: SRMCheck | None = None
     outcomes: list[MetricOutcome] = field(default_factory=list)
@@ -137,6 +138,7 @@ def assess(ctx: Tick, status: ModelExperimentStatus) -> Assessment:
     _bookkeep_outage(ctx, status, a.unknown)
     if progressing:
         a.segments = segments.evaluate(ctx, status, plan.n if plan is not None else None)
+        a.segment_srm = segments.sample_ratio(ctx, status)
         if isinstance(a.readings[spec.metrics.primary.name], counts.Known):
             a.srm = srm.evaluate(ctx, status)
         metrics: list[tuple[AnyMetric, bool]] = [(spec.metrics.primary, True)]

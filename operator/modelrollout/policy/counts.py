@@ -510,6 +510,33 @@ def _count(
             _add(stratum.totals, v, name, mtype, _sums(fields, _holds(stratum)))
     if stratify and name == spec.metrics.primary.name and status.strata:
         _sampling(spec, status.strata[-1], reading, SAMPLE_FIELD[mtype], variants, reading.until)
+        _segment_samples(spec, counting, reading, SAMPLE_FIELD[mtype], variants)
+
+
+def _segment_samples(
+    spec: ModelExperimentSpec,
+    counting: Sequence[Stratum],
+    reading: CounterReading,
+    field: str,
+    variants: Sequence[str],
+) -> None:
+    """Each protected segment's samples of the primary metric, per stratum (its sample ratio check)."""
+    segments = spec.metrics.segments
+    if segments is None or not reading.breakdown:
+        return
+    for p in segments.protected:
+        by_variant = reading.breakdown.get(p.value)
+        if by_variant is None:
+            continue
+        for stratum in counting:
+            holds = _holds(stratum)
+            assert callable(holds)
+            into = stratum.segment_trials.setdefault(p.value, {})
+            for v in variants:
+                found = by_variant.get(v)
+                if found is not None:
+                    added = math.fsum(i.value for i in found.fields.get(field, ()) if holds(i))
+                    into[v] = into.get(v, 0.0) + added
 
 
 def _holds_from(start: float) -> object:

@@ -432,6 +432,18 @@ def _sample_ratio_mismatch(p: _Pass, a: Assessment) -> Outcome | None:
     )
 
 
+def _segment_sample_ratio(p: _Pass, a: Assessment) -> Outcome | None:
+    """f2. A protected segment whose split differs from the rest's holds: an assignment bug there."""
+    found = [s for s in a.segment_srm if s.mismatch]
+    if not found:
+        return None
+    if p.deadline():
+        return _inconclusive(p, a, trusted=False)
+    numbers: Numbers = {f"{s.challenger}.{s.value}.srmPValue": s.p_value for s in found}
+    message = messages.holding_segment_srm(s.summary for s in found)
+    return _hold(Rule.SAMPLE_RATIO_MISMATCH, "SegmentSampleRatioMismatch", message, numbers)
+
+
 _Gate = Callable[[_Pass, Assessment], Outcome | None]
 _SHADOW_GATES: tuple[_Gate, ...] = (_outage_limit, _breach, _shadow_failed, _unavailable, _shadow_deadline)
 _PROGRESS_GATES: tuple[_Gate, ...] = (
@@ -441,6 +453,7 @@ _PROGRESS_GATES: tuple[_Gate, ...] = (
     _unavailable,
     _plan_impossible,
     _sample_ratio_mismatch,
+    _segment_sample_ratio,
 )
 
 

@@ -78,6 +78,14 @@ def holding_segment_harm(summaries: Iterable[str]) -> str:
     )
 
 
+def holding_segment_srm(summaries: Iterable[str]) -> str:
+    return (
+        f"Holding: the split of a protected segment differs from the rest of the traffic: "
+        f"{'; '.join(summaries)}. Check the assignment for that segment (a client that drops the "
+        "bucket header, a route that matches it apart)."
+    )
+
+
 def holding_unknown(unknown: str) -> str:
     return f"Holding: {unknown} (unknown is neither a pass nor a failure)."
 

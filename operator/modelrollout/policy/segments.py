@@ -1,5 +1,19 @@
 """Who is harmed: the protected segments' harm tests and the exploratory view, every tick.
 
+The per-segment sample ratio check
+----------------------------------
+An assignment bug may touch one segment only (a client version that drops the bucket header). The
+overall sample ratio test would hardly see it, and testing each segment's split against the
+weights would repeat everything the overall test must allow for (scrape offsets, counter resets,
+late targets), which affect every segment of a variant alike. So each protected segment is
+compared with the rest of the traffic instead, in the running stratum: under a correct assignment
+the challenger's share of the segment's samples is its share of the other samples, whatever was
+lost or shifted at the level of a variant. :func:`sample_ratio` tests that equality of two
+proportions with the always-valid two-sided test of
+:func:`modelrollout.stats.sequential.sequential_test_proportions` at ``analysis.srmThreshold / K``
+(Bonferroni over the K protected segments), carried in ``stratum.segmentSrm``; a new stratum (a
+new step) starts a new check. A mismatch holds the rollout (``SegmentSampleRatioMismatch``).
+
 With ``spec.metrics.segments`` the counts of the primary metric and of every proportion margin
 guardrail are also kept per value of the segment label (``status.breakdowns``; the series the
 operator reads already carry the label, so no query changes). For each live challenger and each of
@@ -30,11 +44,13 @@ from modelrollout.api.status import (
     ModelExperimentStatus,
     SegmentRecord,
     SequentialState,
+    Stratum,
 )
 from modelrollout.errors import InvalidInputError
 from modelrollout.policy import counts
-from modelrollout.policy.context import Tick, finite, fmt
+from modelrollout.policy.context import Tick, finite, fmt, pct
 from modelrollout.stats import segments as seg
+from modelrollout.stats import sequential
 
 #: Per-variant sample size the segment mixtures are tuned at when no plan is known yet.
 FALLBACK_TUNING_N = 1000
@@ -232,6 +248,78 @@ def _one(
     check.harmed = tuple(harmed)
     check.summary = "; ".join(texts)
     return check
+
+
+@dataclass
+class SegmentSRM:
+    """One protected segment's sample ratio check for one challenger in the running stratum."""
+
+    challenger: str
+    value: str
+    p_value: float
+    mismatch: bool
+    segment_share: float
+    rest_share: float
+    summary: str
+
+
+#: The per-variant sample size the sample ratio mixtures are tuned at.
+SRM_TUNING_N = 10_000
+
+
+def _srm_one(
+    ctx: Tick, stratum: Stratum, challenger: str, value: str, level: float
+) -> SegmentSRM | None:
+    primary = ctx.spec.metrics.primary.name
+    seg = stratum.segment_trials.get(value, {})
+    seg_c, seg_t = seg.get(ctx.champion, 0.0), seg.get(challenger, 0.0)
+    tot_c = float((stratum.totals.get(ctx.champion, {}).get(primary) or MetricCounters()).trials or 0.0)
+    tot_t = float((stratum.totals.get(challenger, {}).get(primary) or MetricCounters()).trials or 0.0)
+    rest_c, rest_t = max(0.0, tot_c - seg_c), max(0.0, tot_t - seg_t)
+    if min(seg_c + seg_t, rest_c + rest_t) <= 0:
+        return None
+    w_c, w_t = stratum.weights.get(ctx.champion, 0), stratum.weights.get(challenger, 0)
+    if w_c <= 0 or w_t <= 0:
+        return None
+    state = stratum.segment_srm.setdefault(f"{challenger}/{value}", SequentialState())
+    res = sequential.sequential_test_proportions(
+        rest_t,
+        rest_c + rest_t,
+        seg_t,
+        seg_c + seg_t,
+        alpha=level,
+        tau2=state.tau2,
+        planned_n_per_variant=None if state.tau2 is not None else SRM_TUNING_N,
+        baseline=w_t / (w_c + w_t),
+        previous_max_log_e=state.max_log_e_value,
+    )
+    if state.tau2 is None:
+        state.tau2 = float(res.extra["tau2"])
+    state.max_log_e_value = max(state.max_log_e_value, float(res.extra["log_e_value_max"]))
+    p = float(res.p_value)
+    share_seg, share_rest = seg_t / (seg_c + seg_t), rest_t / (rest_c + rest_t)
+    summary = (
+        f"segment {value}: {challenger} has {pct(share_seg)} of its samples against {pct(share_rest)} "
+        f"of the rest (always-valid p {fmt(p)}, threshold {fmt(level)})"
+    )
+    return SegmentSRM(challenger, value, p, p < level, share_seg, share_rest, summary)
+
+
+def sample_ratio(ctx: Tick, status: ModelExperimentStatus) -> list[SegmentSRM]:
+    """Each protected segment's split against the rest's, in the running stratum (see above)."""
+    segments = ctx.spec.metrics.segments
+    if segments is None or not segments.protected or not status.strata:
+        return []
+    stratum = status.strata[-1]
+    if stratum.counted_from is None or stratum.ended_at is not None:
+        return []
+    level = ctx.spec.analysis.srm_threshold / len(segments.protected)
+    found = (
+        _srm_one(ctx, stratum, challenger, p.value, level)
+        for challenger in ctx.live(status)
+        for p in segments.protected
+    )
+    return [f for f in found if f is not None]
 
 
 def evaluate(ctx: Tick, status: ModelExperimentStatus, plan_n: int | None) -> list[SegmentCheck]:
