@@ -57,12 +57,12 @@ def _send(model: RunningModel, n: int) -> None:
 
 
 def _served(model: RunningModel) -> dict[str, float]:
-    """The server's own counters, from its /metrics."""
+    """The server's own counters, from its /metrics (summed over the ``segment`` label)."""
     out = {"clicks": 0.0, "impressions": 0.0}
     for line in model.metrics_text().splitlines():
         for name in out:
             if line.startswith(f"{name}_total{{"):
-                out[name] = float(line.rsplit(" ", 1)[1])
+                out[name] += float(line.rsplit(" ", 1)[1])
     return out
 
 

@@ -334,6 +334,17 @@ def _bounds(b: quantiles.QuantileBounds) -> Interval | None:
     return Interval(low=b.lower, high=b.upper)
 
 
+def _edges(b: quantiles.QuantileBounds) -> str:
+    """The always-valid bracket of a quantile, ``(low, high]``; an end not known yet is ``inf``."""
+    low = fmt(b.lower) if math.isfinite(b.lower) else "-inf"
+    high = fmt(b.upper) if math.isfinite(b.upper) else "inf"
+    return f"({low}, {high}]"
+
+
+def _worse(lower_bound: float) -> str:
+    return fmt(lower_bound) if math.isfinite(lower_bound) else "nothing yet"
+
+
 def _quantile_check(
     name: str, g: Guardrail, res: quantiles.QuantileGuardrailResult, margin: float
 ) -> GuardrailCheck:
@@ -342,9 +353,8 @@ def _quantile_check(
     kind = "relative" if res.relative else "absolute"
     p = f"p{round(res.quantile * 100, 1):g}"
     summary = (
-        f"{name} {g.name} {p} {fmt(t.estimate)} (in ({fmt(t.lower)}, {fmt(t.upper)}]) vs champion "
-        f"{fmt(c.estimate)} (in ({fmt(c.lower)}, {fmt(c.upper)}]); worse by at least "
-        f"{fmt(res.worse_by_lower_bound)}, {kind} margin {fmt(margin)}"
+        f"{name} {g.name} {p} {fmt(t.estimate)} (in {_edges(t)}) vs champion {fmt(c.estimate)} "
+        f"(in {_edges(c)}); worse by at least {_worse(res.worse_by_lower_bound)}, {kind} margin {fmt(margin)}"
     )
     return GuardrailCheck(
         name,

@@ -1,4 +1,5 @@
-"""Shared plumbing of the simulated processes: loopback servers, ready files, hashing, shutdown."""
+"""Shared plumbing of the simulated processes: loopback servers, ready files, hashing, user
+segments, shutdown."""
 
 from __future__ import annotations
 
@@ -22,6 +23,25 @@ def unit_hash(*parts: str) -> float:
     """A number in ``[0, 1)`` determined by ``parts`` (SHA-256; stable across processes)."""
     digest = hashlib.sha256("\x1f".join(parts).encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2.0**64
+
+
+SEGMENT_SHARES: tuple[tuple[str, float], ...] = (("desktop", 0.6), ("mobile", 0.3), ("tablet", 0.1))
+"""The simulated users' segments (their platform, fixed per user) and the share of users in each."""
+
+SEGMENTS: tuple[str, ...] = tuple(name for name, _ in SEGMENT_SHARES)
+"""The values of the ``segment`` label: ``desktop``, ``mobile``, ``tablet``."""
+
+
+def segment_of(user_id: str) -> str:
+    """The segment of ``user_id``: a hash of the id, so the same in every process and on every
+    request; ``desktop`` for about 60 % of the users, ``mobile`` 30 %, ``tablet`` 10 %."""
+    u = unit_hash("segment", user_id)
+    cumulative = 0.0
+    for name, share in SEGMENT_SHARES:
+        cumulative += share
+        if u < cumulative:
+            return name
+    return SEGMENT_SHARES[-1][0]
 
 
 def write_ready_file(path: Path, data: Mapping[str, Any]) -> None:

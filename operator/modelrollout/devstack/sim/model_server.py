@@ -13,31 +13,41 @@ so variants with the same ``prediction_seed`` agree, except that a variant with
 users is a hash of seed, variant and user, so it is the same on every request). The divergence
 that a shadow comparison measures is therefore ``d`` (against a variant with ``d = 0``).
 
+**Segments**: every user belongs to one segment, its platform, a hash of the user id
+(:func:`~modelrollout.devstack.sim.common.segment_of`: ``desktop`` about 60 % of the users,
+``mobile`` 30 %, ``tablet`` 10 %), the same in every process and on every request.
+
 **Outcomes** are what the user then does with a live (not shadow) prediction: a click with
-probability ``click_rate``, and revenue drawn from a lognormal distribution with mean
+probability ``click_rate`` (or ``segment_click_rates[segment]`` for a user of a segment named
+there, e.g. ``{"mobile": 0.1}``), and revenue drawn from a lognormal distribution with mean
 ``revenue_mean`` and standard deviation ``revenue_sd`` (never negative, so its running sums only
 grow and Prometheus's ``increase()`` applies). A request is shadow (mirrored) when its ``Host``
 ends in ``-shadow``, as Envoy marks mirrored requests, or when it carries
 ``x-modelrollout-shadow: true``; shadow requests count no impression and no outcome.
 
-**Metrics** on ``GET /metrics`` (its own registry), with ``model`` the variant name::
+**Metrics** on ``GET /metrics`` (its own registry), with ``model`` the variant name and
+``segment`` the user's segment::
 
-    impressions_total{model}             live predictions served (the trials of click-through)
-    clicks_total{model}                  clicks (the successes)
-    revenue_sum{model}, revenue_count{model}, revenue_sum_squares{model}
-                                         sufficient statistics of the mean metric (summary + gauge)
+    impressions_total{model, segment}    live predictions served (the trials of click-through)
+    clicks_total{model, segment}         clicks (the successes)
+    revenue_sum{model, segment}, revenue_count{model, segment},
+    revenue_sum_squares{model, segment}  sufficient statistics of the mean metric (summary + gauge)
     predictions_total{model, shadow}     every successful prediction, live or shadow
     prediction_score_bucket{model, shadow, le}  histogram of scores (for drift checks)
     model_requests_total{model, code, shadow}   every /predict answer by HTTP status
 
-These series exist at zero from the start, so ``increase()`` sees the first events.
+These series exist at zero from the start (the live ones for every segment), so ``increase()``
+sees the first events. A selector by ``model`` alone (``clicks_total{model="v7"}``) matches the
+three segments' series, which the operator sums.
 
 **Control**: ``GET /healthz``; ``GET /admin/config``; ``POST /admin/config`` with a JSON object
-of fields to change (``{"error_rate": 0.2}``) applies them to the next request -- the e2e tests
+of fields to change (``{"error_rate": 0.2}``, ``{"segment_click_rates": {"mobile": 0.1}}``,
+which replaces the whole map) applies them to the next request -- the e2e tests
 start a guardrail breach at a known time this way.
 
 Run: ``python -m modelrollout.devstack.sim.model_server --variant v7 --port 0 --ready-file ready.json
---error-rate 0.01 --latency-median-ms 5 --latency-p99-ms 25 --click-rate 0.12``.
+--error-rate 0.01 --latency-median-ms 5 --latency-p99-ms 25 --click-rate 0.12
+--segment-click-rate mobile=0.08`` (``--segment-click-rate`` repeats, one segment each).
 """
 
 from __future__ import annotations
@@ -51,7 +61,7 @@ import os
 import random
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -61,8 +71,10 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from modelrollout.devstack.sim.common import (
     LOOPBACK,
+    SEGMENTS,
     json_response,
     run_service,
+    segment_of,
     start_site,
     unit_hash,
     wait_for_shutdown_signal,
@@ -87,6 +99,7 @@ class ModelConfig:
     latency_median_ms: float = 5.0
     latency_p99_ms: float = 20.0
     click_rate: float = 0.1
+    segment_click_rates: dict[str, float] = field(default_factory=dict, hash=False)
     revenue_mean: float = 1.0
     revenue_sd: float = 0.5
     prediction_seed: str = "model"
@@ -114,12 +127,27 @@ class ModelConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def click_rate_of(self, segment: str | None) -> float:
+        """The click rate of a user of ``segment`` (``segment_click_rates``, else ``click_rate``)."""
+        if segment is None:
+            return self.click_rate
+        return self.segment_click_rates.get(segment, self.click_rate)
+
 
 _FLOATS = {"error_rate", "latency_median_ms", "latency_p99_ms", "click_rate", "revenue_mean",
            "revenue_sd", "disagreement"}
 
 
 def _coerce(key: str, value: Any) -> Any:
+    if key == "segment_click_rates":
+        if not isinstance(value, Mapping):
+            raise ValueError(f"segment_click_rates must be an object of segment: rate, not {value!r}")
+        rates: dict[str, float] = {}
+        for segment, rate in value.items():
+            if isinstance(rate, bool) or not isinstance(rate, int | float):
+                raise ValueError(f"segment_click_rates[{segment!r}] must be a number, not {rate!r}")
+            rates[str(segment)] = float(rate)
+        return rates
     if key in _FLOATS:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ValueError(f"{key} must be a number, not {value!r}")
@@ -146,6 +174,11 @@ def validate(config: ModelConfig) -> list[str]:
         value = getattr(config, name)
         if not 0.0 <= value <= 1.0:
             problems.append(f"{name} must be in [0, 1], not {value}")
+    for segment, rate in config.segment_click_rates.items():
+        if segment not in SEGMENTS:
+            problems.append(f"segment_click_rates: unknown segment {segment!r}; known: {', '.join(SEGMENTS)}")
+        elif not 0.0 <= rate <= 1.0:
+            problems.append(f"segment_click_rates[{segment!r}] must be in [0, 1], not {rate}")
     if not 0.0 <= config.latency_median_ms <= MAX_LATENCY_MS:
         problems.append(f"latency_median_ms must be in [0, {MAX_LATENCY_MS:.0f}]")
     if config.latency_p99_ms < config.latency_median_ms or config.latency_p99_ms > MAX_LATENCY_MS:
@@ -207,9 +240,10 @@ class Outcome:
     revenue: float
 
 
-def sample_outcome(config: ModelConfig, rng: random.Random) -> Outcome:
-    """A click (Bernoulli ``click_rate``) and a revenue (lognormal with the configured mean, sd)."""
-    click = rng.random() < config.click_rate
+def sample_outcome(config: ModelConfig, rng: random.Random, segment: str | None = None) -> Outcome:
+    """A click (Bernoulli of the click rate of ``segment``'s users, see
+    :meth:`ModelConfig.click_rate_of`) and a revenue (lognormal with the configured mean, sd)."""
+    click = rng.random() < config.click_rate_of(segment)
     if config.revenue_sd <= 0.0:
         revenue = config.revenue_mean
     else:
@@ -235,14 +269,14 @@ class ModelMetrics:
     def __init__(self, variant: str) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         registry = self.registry
-        self.impressions = Counter("impressions", "Live predictions shown to users.", ["model"],
-                                   registry=registry).labels(variant)
-        self.clicks = Counter("clicks", "Clicks on live predictions.", ["model"],
-                              registry=registry).labels(variant)
-        self.revenue = Summary("revenue", "Revenue per live prediction (sum and count).", ["model"],
-                               registry=registry).labels(variant)
+        by_segment = ["model", "segment"]
+        self.impressions = Counter("impressions", "Live predictions shown to users.", by_segment,
+                                   registry=registry)
+        self.clicks = Counter("clicks", "Clicks on live predictions.", by_segment, registry=registry)
+        self.revenue = Summary("revenue", "Revenue per live prediction (sum and count).", by_segment,
+                               registry=registry)
         self.revenue_squares = Gauge("revenue_sum_squares", "Sum of squared revenue per live prediction.",
-                                     ["model"], registry=registry).labels(variant)
+                                     by_segment, registry=registry)
         self.predictions = Counter("predictions", "Successful predictions, live or shadow.",
                                    ["model", "shadow"], registry=registry)
         self.scores = Histogram("prediction_score", "Scores of successful predictions.",
@@ -250,11 +284,23 @@ class ModelMetrics:
         self.requests = Counter("model_requests", "Answers of /predict by HTTP status.",
                                 ["model", "code", "shadow"], registry=registry)
         self.variant = variant
+        for segment in SEGMENTS:
+            for family in (self.impressions, self.clicks, self.revenue, self.revenue_squares):
+                family.labels(variant, segment)
         for shadow in ("false", "true"):
             self.predictions.labels(variant, shadow)
             self.scores.labels(variant, shadow)
             for code in ("200", "500"):
                 self.requests.labels(variant, code, shadow)
+
+    def count_outcome(self, segment: str, outcome: Outcome) -> None:
+        """Count one live prediction shown to a user of ``segment`` and what the user did."""
+        key = (self.variant, segment)
+        self.impressions.labels(*key).inc()
+        if outcome.click:
+            self.clicks.labels(*key).inc()
+        self.revenue.labels(*key).observe(outcome.revenue)
+        self.revenue_squares.labels(*key).inc(outcome.revenue * outcome.revenue)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
@@ -302,12 +348,9 @@ class ModelServer:
         body: dict[str, Any] = {"variant": config.variant, "user_id": user_id,
                                 "prediction": prediction.to_json(), "shadow": shadow}
         if not shadow:
-            outcome = sample_outcome(config, self.rng)
-            metrics.impressions.inc()
-            if outcome.click:
-                metrics.clicks.inc()
-            metrics.revenue.observe(outcome.revenue)
-            metrics.revenue_squares.inc(outcome.revenue * outcome.revenue)
+            segment = segment_of(user_id)
+            outcome = sample_outcome(config, self.rng, segment)
+            metrics.count_outcome(segment, outcome)
             body["outcome"] = {"click": outcome.click, "revenue": round(outcome.revenue, 6)}
         self.served += 1
         return json_response(body)
@@ -344,26 +387,46 @@ class ModelServer:
 
 
 # ---- command line -----------------------------------------------------------------------------
+def _segment_rate(text: str) -> tuple[str, float]:
+    """``mobile=0.1`` -> ("mobile", 0.1) (the type of ``--segment-click-rate``)."""
+    segment, sep, rate = text.partition("=")
+    try:
+        if not sep or not segment.strip():
+            raise ValueError
+        return segment.strip(), float(rate)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected SEGMENT=RATE (mobile=0.1), not {text!r}") from None
+
+
 def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    for field in dataclasses.fields(ModelConfig):
-        flag = "--" + field.name.replace("_", "-")
-        if field.name == "variant":
+    for f in dataclasses.fields(ModelConfig):
+        flag = "--" + f.name.replace("_", "-")
+        if f.name == "variant":
             parser.add_argument(flag, required=True, help="the variant name (the `model` label)")
-        elif field.name in _FLOATS:
-            parser.add_argument(flag, type=float, default=None, help=f"default {field.default}")
-        elif field.name in ("items", "seed"):
-            parser.add_argument(flag, type=int, default=None, help=f"default {field.default}")
+        elif f.name == "segment_click_rates":
+            parser.add_argument("--segment-click-rate", dest=f.name, type=_segment_rate, action="append",
+                                default=None, metavar="SEGMENT=RATE",
+                                help=f"the click rate of one segment's users ({', '.join(SEGMENTS)}; "
+                                "repeat for several; default: click-rate for all)")
+        elif f.name in _FLOATS:
+            parser.add_argument(flag, type=float, default=None, help=f"default {f.default}")
+        elif f.name in ("items", "seed"):
+            parser.add_argument(flag, type=int, default=None, help=f"default {f.default}")
         else:
-            parser.add_argument(flag, default=None, help=f"default {field.default!r}")
+            parser.add_argument(flag, default=None, help=f"default {f.default!r}")
 
 
 def config_from_args(args: argparse.Namespace) -> ModelConfig:
-    """The configuration from ``--config-json`` overlaid with the individual flags."""
+    """The configuration from ``--config-json`` overlaid with the individual flags (each
+    ``--segment-click-rate`` sets one segment of the map from ``--config-json``)."""
     values: dict[str, Any] = json.loads(args.config_json) if args.config_json else {}
-    for field in dataclasses.fields(ModelConfig):
-        value = getattr(args, field.name)
-        if value is not None:
-            values[field.name] = value
+    for f in dataclasses.fields(ModelConfig):
+        value = getattr(args, f.name)
+        if value is None:
+            continue
+        if f.name == "segment_click_rates":
+            value = {**dict(values.get(f.name) or {}), **dict(value)}
+        values[f.name] = value
     return ModelConfig(variant=values.pop("variant")).updated(values)
 
 

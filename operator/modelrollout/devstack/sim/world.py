@@ -68,6 +68,8 @@ def experiment_manifest(
     max_duration: str = "10m",
     on_inconclusive: str = "keepChampion",
     guardrails: Sequence[Mapping[str, Any]] | None = None,
+    extra_guardrails: Sequence[Mapping[str, Any]] = (),
+    segments: Mapping[str, Any] | None = None,
     shadow: Mapping[str, Any] | None = None,
     stickiness: bool = False,
     analysis: Mapping[str, Any] | None = None,
@@ -77,7 +79,10 @@ def experiment_manifest(
 
     The primary metric is the click-through rate the simulated models export
     (``clicks_total`` / ``impressions_total`` by ``model``); the default guardrail is Istio's
-    error rate from the mesh stand-in.
+    error rate from the mesh stand-in. ``guardrails`` replaces that default, ``extra_guardrails``
+    are added after it (or after ``guardrails``); ``segments`` is ``spec.metrics.segments`` as
+    given (the simulated counters carry a ``segment`` label: ``desktop``, ``mobile``, ``tablet``),
+    e.g. ``{"label": "segment", "protected": [{"value": "mobile"}]}``.
     """
     variants = [champion, *challengers]
     traffic: dict[str, Any] = {"provider": provider}
@@ -96,6 +101,10 @@ def experiment_manifest(
         return {"name": v, "service": f"{APP}-{v}"}
 
     selector = 'namespace="{{namespace}}", model="{{variant}}"'
+    base_guardrails: Sequence[Mapping[str, Any]] = (
+        guardrails if guardrails is not None
+        else [{"name": "error-rate", "preset": "istio-error-rate", "maxRelativeIncrease": 0.5}]
+    )
     spec: dict[str, Any] = {
         "champion": variant(champion),
         "challengers": [variant(c) for c in challengers],
@@ -112,13 +121,13 @@ def experiment_manifest(
                 "direction": "increase",
                 "minimumDetectableEffect": mde,
             },
-            "guardrails": list(guardrails)
-            if guardrails is not None
-            else [{"name": "error-rate", "preset": "istio-error-rate", "maxRelativeIncrease": 0.5}],
+            "guardrails": [dict(g) for g in (*base_guardrails, *extra_guardrails)],
         },
         "analysis": {"method": method, "maxDuration": max_duration, "onInconclusive": on_inconclusive,
                      "maxConsecutiveErrors": 30, "maxDataOutage": "60s", **(analysis or {})},
     }
+    if segments is not None:
+        spec["metrics"]["segments"] = dict(segments)
     if shadow is not None:
         spec["shadow"] = dict(shadow)
     del variants
