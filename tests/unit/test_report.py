@@ -405,3 +405,21 @@ def test_without_matplotlib_the_report_says_which_extra_to_install(
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now fails
     with pytest.raises(ReportError, match=r"pip install 'modelrollout\[report\]'"):
         write_report(promoted.obj, tmp_path / "out")
+
+
+def test_a_report_with_segments_has_their_forest_plot(promoted: Run, tmp_path: Path) -> None:
+    obj = copy.deepcopy(promoted.obj)
+    obj["status"]["analysis"]["variants"]["v2"]["segments"] = [
+        {"metric": "conversion", "value": "mobile", "protected": True, "harmed": True, "estimate": 0.1,
+         "championEstimate": 0.2, "difference": -0.1, "ci": {"low": -0.14, "high": -0.06}, "n": 812},
+        {"metric": "conversion", "value": "desktop", "protected": False, "estimate": 0.25,
+         "championEstimate": 0.2, "difference": 0.05, "ci": {"low": -0.01, "high": 0.11}, "n": 2400},
+    ]
+    files = write_report(obj, tmp_path)
+    assert set(files.pngs) == {*FIGURES, "segments"}
+    assert files.pngs["segments"].read_bytes().startswith(PNG_MAGIC)
+    assert len(files.pngs["segments"].read_bytes()) > 10_000
+    text = files.html.read_text(encoding="utf-8")
+    assert "<h2>Segments</h2>" in text
+    assert "never decided on" in text
+    assert len(re.findall(r"<img ", text)) == len(FIGURES) + 1

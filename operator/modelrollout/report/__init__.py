@@ -89,6 +89,9 @@ def write_report(
                 _data.samples_view(parsed, axis), axis, spans, colors, out / "samples.png"
             ),
         }
+        segment_rows = _data.segment_rows(parsed)
+        if segment_rows:
+            pngs["segments"] = plots.plot_segments(segment_rows, colors, out / "segments.png")
         entries = timeline(parsed)
         page = html.render_html(
             parsed,

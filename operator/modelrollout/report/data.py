@@ -738,3 +738,41 @@ def _compare(
     scale = 1.0 if primary.mde_type is MdeType.ABSOLUTE else (abs(base) if base else math.nan)
     if math.isfinite(low / scale) and math.isfinite(high / scale):
         result.ci = Interval(low=low / scale, high=high / scale)
+
+
+@dataclass(frozen=True)
+class SegmentRow:
+    """One row of the segments' forest plot: a challenger's difference in one segment of one metric."""
+
+    label: str
+    challenger: str
+    difference: float
+    low: float | None
+    high: float | None
+    protected: bool
+    harmed: bool
+
+
+def segment_rows(data: ExperimentData) -> list[SegmentRow]:
+    """Every challenger's per-segment differences from the latest analysis, protected ones first."""
+    analysis = data.status.analysis
+    if analysis is None:
+        return []
+    rows: list[SegmentRow] = []
+    for name, entry in analysis.variants.items():
+        for r in entry.segments:
+            if r.difference is None:
+                continue
+            kind = "" if r.protected else " (exploratory)"
+            rows.append(
+                SegmentRow(
+                    label=f"{name} {r.metric}: {r.value}{kind}",
+                    challenger=name,
+                    difference=r.difference,
+                    low=r.ci.low if r.ci is not None else None,
+                    high=r.ci.high if r.ci is not None else None,
+                    protected=r.protected,
+                    harmed=r.harmed,
+                )
+            )
+    return sorted(rows, key=lambda r: (not r.protected, r.label))

@@ -62,12 +62,16 @@ CAPTIONS: Final[Mapping[str, str]] = {
     "line is where a breach begins (the champion's value plus the allowed margin, or the threshold). "
     "A breach needs the always-valid one-sided test to reject, not just a point above the line.",
     "samples": "Samples of the primary metric per variant against the planned sample size per variant.",
+    "segments": "Each segment's difference (challenger minus champion) with its always-valid interval, "
+    "from the latest analysis. Protected segments (circles) are tested for harm, corrected for their "
+    "number; red marks a harmed one. Exploratory values (grey squares) are shown, never decided on.",
 }
 TITLES: Final[Mapping[str, str]] = {
     "weights": "Traffic weights",
     "primary": "Primary metric",
     "guardrails": "Guardrails",
     "samples": "Samples",
+    "segments": "Segments",
 }
 
 

@@ -28,6 +28,7 @@ from modelrollout.report.data import (
     GuardrailPanel,
     PrimaryView,
     SamplesView,
+    SegmentRow,
     Series,
     Span,
     TimeAxis,
@@ -367,4 +368,29 @@ def plot_samples(
     ax.yaxis.set_major_formatter(FuncFormatter(_thousands))
     ax.set_ylabel("samples (n)")
     _legend(ax)
+    return _save(fig, path)
+
+
+def plot_segments(rows: Sequence[SegmentRow], colors: dict[str, str], path: Path) -> Path:
+    """A forest plot: each segment's difference (challenger minus champion) with its always-valid
+    interval; protected segments first (harmed ones in red), exploratory ones in grey."""
+    height = max(2.4, 0.42 * len(rows) + 1.4)
+    fig, axes = _figure(1, height)
+    ax = axes[0]
+    ax.set_title("Segments: challenger minus champion", pad=10, fontsize=11)
+    if not rows:
+        _no_data(ax, "No segments in this experiment.")
+        return _save(fig, path)
+    ys = list(range(len(rows)))[::-1]
+    for y, row in zip(ys, rows, strict=True):
+        color = BREACH_COLOR if row.harmed and row.protected else colors.get(row.challenger, "#333333")
+        if not row.protected:
+            color = "#999999"
+        if row.low is not None and row.high is not None:
+            ax.plot([row.low, row.high], [y, y], color=color, linewidth=2.0)
+        ax.plot([row.difference], [y], marker="o" if row.protected else "s", color=color, linestyle="none")
+    ax.axvline(0.0, color="#555555", linewidth=1.0, linestyle="--")
+    ax.set_yticks(ys)
+    ax.set_yticklabels([r.label for r in rows], fontsize=8)
+    ax.set_xlabel("difference (protected: always-valid interval at alpha/K; red: harmed)")
     return _save(fig, path)
