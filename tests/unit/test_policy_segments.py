@@ -289,3 +289,29 @@ def test_a_segment_sample_ratio_mismatch_holds_the_rollout() -> None:
     assert outcome.reason == "SegmentSampleRatioMismatch"
     assert "segment mobile" in outcome.message
     assert not outcome.transition
+
+
+def mean_cells(n: float, mean: float, sd: float) -> dict[str, float]:
+    """count, sum and sum of squares of ``n`` values with that mean and sd."""
+    return {"count": n, "sum": n * mean, "sum_of_squares": (n - 1) * sd * sd + n * mean * mean}
+
+
+def test_a_mean_primary_is_tested_per_segment_too() -> None:
+    from support.policy_world import spec_with_primary
+
+    revenue = {"name": "revenue", "type": "mean", "count": 'n{m="{{variant}}"}', "sum": 's{m="{{variant}}"}',
+               "sumOfSquares": 'q{m="{{variant}}"}', "minimumDetectableEffect": 0.05}
+    the_spec = spec_with_primary(revenue, metrics={"segments": SEGMENTS, "guardrails": []})
+    assert the_spec.metrics.segmented() == ("revenue",)
+    s = status()
+    by_value = {
+        "mobile": {"v1": mean_cells(4000, 10.0, 3.0), "v2": mean_cells(4000, 9.0, 3.0)},
+        "tablet": {"v1": mean_cells(4000, 10.0, 3.0), "v2": mean_cells(4000, 10.0, 3.0)},
+    }
+    counts.read(the_spec, s, {"revenue": reading(s, "revenue", by_value, 30)}, ("v1", "v2"), stratify=False)
+    [check] = segments.evaluate(tick(the_spec, 30), s, plan_n=None)
+    assert check.harmed == ("mobile",)
+    mobile = next(r for r in check.records if r.value == "mobile")
+    assert mobile.difference == pytest.approx(-1.0)
+    assert mobile.n == 4000
+    assert all(r.protected for r in check.records)  # no exploratory view of a mean

@@ -791,7 +791,7 @@ class Segments(SpecModel):
 
     The segment is a label of the metric series (``segment``, ``country``, ``client_version``); the
     operator splits the series it already reads by that label, so the queries need no change, but
-    every series of the primary metric and of the proportion guardrails must carry it. The label
+    every series of the primary metric and of the margin guardrails must carry it. The label
     must be fixed before treatment: a value the model itself can change (a churn flag) would
     compare unlike users.
     """
@@ -803,7 +803,7 @@ class Segments(SpecModel):
         default=(),
         max_length=MAX_PROTECTED_SEGMENTS,
         description="Values that must not be harmed: each is tested on the primary metric and on every "
-        "proportion guardrail with an always-valid one-sided test, corrected for their number.",
+        "margin guardrail (not quantiles) with an always-valid one-sided test, corrected for their number.",
         json_schema_extra=_list_map("value"),
     )
     exploratory_values: StrictInt = Field(
@@ -870,11 +870,11 @@ class Metrics(SpecModel):
 
     def segmented(self) -> tuple[str, ...]:
         """The metrics tested per segment (with ``segments``): the primary metric and the margin
-        guardrails that are proportions (the harm test is a test of proportions)."""
+        guardrails (proportions, means and ratios; not quantiles, whose buckets are split by le)."""
         if self.segments is None:
             return ()
         candidates = [self.primary, *(g for g in self.guardrails if g.threshold is None)]
-        return tuple(m.name for m in candidates if m.metric_type is MetricType.PROPORTION)
+        return tuple(m.name for m in candidates if m.metric_type is not MetricType.QUANTILE)
 
     def names(self) -> tuple[str, ...]:
         """Every metric name: primary, secondary, then guardrails."""

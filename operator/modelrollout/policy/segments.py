@@ -14,7 +14,7 @@ proportions with the always-valid two-sided test of
 (Bonferroni over the K protected segments), carried in ``stratum.segmentSrm``; a new stratum (a
 new step) starts a new check. A mismatch holds the rollout (``SegmentSampleRatioMismatch``).
 
-With ``spec.metrics.segments`` the counts of the primary metric and of every proportion margin
+With ``spec.metrics.segments`` the counts of the primary metric and of every margin
 guardrail are also kept per value of the segment label (``status.breakdowns``; the series the
 operator reads already carry the label, so no query changes). For each live challenger and each of
 those metrics, :func:`modelrollout.stats.segments.segment_harm` tests every protected segment for
@@ -35,8 +35,9 @@ and never decides anything.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
+from modelrollout.api.presets import MetricType
 from modelrollout.api.spec import Direction, MdeType, ModelExperimentSpec, Segments
 from modelrollout.api.status import (
     Interval,
@@ -47,7 +48,7 @@ from modelrollout.api.status import (
     Stratum,
 )
 from modelrollout.errors import InvalidInputError
-from modelrollout.policy import counts
+from modelrollout.policy import counts, values
 from modelrollout.policy.context import Tick, finite, fmt, pct
 from modelrollout.stats import segments as seg
 from modelrollout.stats import sequential
@@ -95,6 +96,36 @@ def _counts(
     )
 
 
+def _metric_type(spec: ModelExperimentSpec, metric: str) -> MetricType:
+    return counts.metric_types(spec)[metric]
+
+
+def _mean_segment(
+    name: str, by_variant: dict[str, MetricCounters], champion: str, challenger: str, mtype: MetricType
+) -> seg.MeanSegmentCounts:
+    """A mean or ratio segment as (n, mean, sd) per arm (ratios by the delta method); an arm with
+    too few samples to have a variance is handed on with n = 0 (not evaluated)."""
+    arms: list[float] = []
+    for v in (champion, challenger):
+        found = by_variant.get(v)
+        try:
+            n, mean, sd = values.as_mean(found, mtype) if found is not None else (0.0, 0.0, 0.0)
+        except (InvalidInputError, ValueError, ZeroDivisionError):
+            n, mean, sd = 0.0, 0.0, 0.0
+        if not (math.isfinite(n) and math.isfinite(mean) and math.isfinite(sd)):
+            n, mean, sd = 0.0, 0.0, 0.0
+        arms += [n, mean, sd]
+    return seg.MeanSegmentCounts(
+        name,
+        champion_n=arms[0],
+        champion_mean=arms[1],
+        champion_sd=arms[2],
+        challenger_n=arms[3],
+        challenger_mean=arms[4],
+        challenger_sd=arms[5],
+    )
+
+
 def _protected_family(
     ctx: Tick,
     status: ModelExperimentStatus,
@@ -104,17 +135,19 @@ def _protected_family(
     plan_n: int | None,
 ) -> seg.SegmentFamilyResult:
     by_value = counts.breakdown(status, metric)
-    family = []
+    mtype = _metric_type(ctx.spec, metric)
+    family: list[seg.AnySegment] = []
     for p in segments.protected:
         state = _state(status, challenger, metric, p.value)
-        base = _counts(p.value, by_value.get(p.value, {}), ctx.champion, challenger)
+        cells = by_value.get(p.value, {})
+        base: seg.AnySegment = (
+            _counts(p.value, cells, ctx.champion, challenger)
+            if mtype is MetricType.PROPORTION
+            else _mean_segment(p.value, cells, ctx.champion, challenger, mtype)
+        )
         family.append(
-            seg.SegmentCounts(
-                name=base.name,
-                champion_successes=base.champion_successes,
-                champion_trials=base.champion_trials,
-                challenger_successes=base.challenger_successes,
-                challenger_trials=base.challenger_trials,
+            replace(
+                base,
                 margin=float(p.margin),
                 relative=p.margin_type is MdeType.RELATIVE,
                 previous_max_log_e=state.max_log_e_value,
@@ -173,7 +206,7 @@ def _exploratory(
     challenger: str,
     plan_n: int | None,
 ) -> list[SegmentRecord]:
-    if segments.exploratory_values == 0:
+    if segments.exploratory_values == 0 or _metric_type(ctx.spec, metric) is not MetricType.PROPORTION:
         return []
     protected = {p.value for p in segments.protected}
     values = [
@@ -273,8 +306,11 @@ def _srm_one(
     primary = ctx.spec.metrics.primary.name
     seg = stratum.segment_trials.get(value, {})
     seg_c, seg_t = seg.get(ctx.champion, 0.0), seg.get(challenger, 0.0)
-    tot_c = float((stratum.totals.get(ctx.champion, {}).get(primary) or MetricCounters()).trials or 0.0)
-    tot_t = float((stratum.totals.get(challenger, {}).get(primary) or MetricCounters()).trials or 0.0)
+    field = counts.SAMPLE_FIELD[ctx.spec.metrics.primary.metric_type]
+    tot_c, tot_t = (
+        float(getattr(stratum.totals.get(v, {}).get(primary) or MetricCounters(), field) or 0.0)
+        for v in (ctx.champion, challenger)
+    )
     rest_c, rest_t = max(0.0, tot_c - seg_c), max(0.0, tot_t - seg_t)
     if min(seg_c + seg_t, rest_c + rest_t) <= 0:
         return None

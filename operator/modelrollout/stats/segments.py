@@ -4,9 +4,11 @@ An aggregate lift can hide a segment that the challenger serves worse (a country
 version, a customer tier). For every *protected* segment this module runs the guardrail test of
 :func:`modelrollout.stats.sequential.sequential_noninferiority` on that segment's counts alone: a
 one-sided always-valid test of "the challenger is worse than the champion by more than the
-segment's margin". With K protected segments, K tests are looked at on every tick, so the chance
-that *some* segment is named harmed by noise must be controlled across the segments as well as
-across the looks. Two corrections are offered.
+segment's margin" (a mean metric, or a ratio as its delta-method mean, is given as
+:class:`MeanSegmentCounts` and gets ``sequential_noninferiority_means``). With K protected
+segments, K tests are looked at on every tick, so the chance that *some* segment is named
+harmed by noise must be controlled across the segments as well as across the looks.
+Two corrections are offered.
 
 Bonferroni (the default)
 ------------------------
@@ -136,6 +138,7 @@ __all__ = [
     "MAX_EXPLORATORY",
     "OTHER",
     "Correction",
+    "MeanSegmentCounts",
     "SegmentCounts",
     "SegmentFamilyResult",
     "SegmentResult",
@@ -218,6 +221,54 @@ class SegmentCounts:
     def traffic(self) -> float:
         """Trials of both arms."""
         return float(self.champion_trials) + float(self.challenger_trials)
+
+
+@dataclass(frozen=True)
+class MeanSegmentCounts:
+    """One segment's summary of a mean metric (or a ratio, as its delta-method mean), its margin
+    and its carried state: the counterpart of :class:`SegmentCounts` for
+    :func:`modelrollout.stats.sequential.sequential_noninferiority_means`.
+
+    Attributes
+    ----------
+    name : str
+        The segment's value of the segment label.
+    champion_n, champion_mean, champion_sd, challenger_n, challenger_mean, challenger_sd : float
+        Each arm's sample size, mean and standard deviation (``sd**2 / n`` is the variance of the
+        mean). A segment with fewer than 2 samples in an arm is reported as not evaluated.
+    margin, relative, previous_max_log_e, tau2, fast_tau2, planned_n_per_variant
+        As in :class:`SegmentCounts`.
+    """
+
+    name: str
+    champion_n: float
+    champion_mean: float
+    champion_sd: float
+    challenger_n: float
+    challenger_mean: float
+    challenger_sd: float
+    margin: float = 0.0
+    relative: bool = False
+    previous_max_log_e: float | None = None
+    tau2: float | None = None
+    fast_tau2: float | None = None
+    planned_n_per_variant: float | None = None
+
+    @property
+    def champion_trials(self) -> float:
+        return float(self.champion_n)
+
+    @property
+    def challenger_trials(self) -> float:
+        return float(self.challenger_n)
+
+    @property
+    def traffic(self) -> float:
+        return self.champion_trials + self.challenger_trials
+
+
+#: A segment of either kind.
+AnySegment = SegmentCounts | MeanSegmentCounts
 
 
 @dataclass(frozen=True)
@@ -425,8 +476,10 @@ def _label(i: int, name: object) -> str:
     return f"segments[{i}] ({name!r})"
 
 
-def _checked_counts(i: int, seg: SegmentCounts) -> tuple[float, float, float, float]:
+def _checked_counts(i: int, seg: AnySegment) -> tuple[float, float, float, float]:
     label = _label(i, seg.name)
+    if not isinstance(seg, SegmentCounts):
+        raise InvalidInputError(f"{label}: this needs the counts of a proportion (a SegmentCounts)")
     out: list[float] = []
     for arm in ("champion", "challenger"):
         s = _validate.count(f"{label}.{arm}_successes", getattr(seg, f"{arm}_successes"))
@@ -437,8 +490,8 @@ def _checked_counts(i: int, seg: SegmentCounts) -> tuple[float, float, float, fl
     return out[0], out[1], out[2], out[3]
 
 
-def _check_family(segments: Sequence[SegmentCounts]) -> None:
-    if isinstance(segments, SegmentCounts) or not isinstance(segments, Sequence):
+def _check_family(segments: Sequence[AnySegment]) -> None:
+    if isinstance(segments, SegmentCounts | MeanSegmentCounts) or not isinstance(segments, Sequence):
         raise InvalidInputError(
             f"segments must be a sequence of SegmentCounts, got {type(segments).__name__}"
         )
@@ -446,8 +499,10 @@ def _check_family(segments: Sequence[SegmentCounts]) -> None:
         raise InvalidInputError("segments must contain at least one segment, got none")
     seen: set[str] = set()
     for i, seg in enumerate(segments):
-        if not isinstance(seg, SegmentCounts):
-            raise InvalidInputError(f"segments[{i}] must be a SegmentCounts, got {type(seg).__name__}")
+        if not isinstance(seg, SegmentCounts | MeanSegmentCounts):
+            raise InvalidInputError(
+                f"segments[{i}] must be a SegmentCounts or MeanSegmentCounts, got {type(seg).__name__}"
+            )
         if not isinstance(seg.name, str) or not seg.name:
             raise InvalidInputError(f"{_label(i, seg.name)}.name must be a non-empty string")
         if seg.name in seen:
@@ -455,7 +510,7 @@ def _check_family(segments: Sequence[SegmentCounts]) -> None:
         seen.add(seg.name)
 
 
-def _unevaluated(seg: SegmentCounts, level: float, m: float, label: str) -> SegmentResult:
+def _unevaluated(seg: AnySegment, level: float, m: float, label: str) -> SegmentResult:
     previous = seg.previous_max_log_e
     running = 0.0 if previous is None else _validate.finite(f"{label}.previous_max_log_e", previous)
     return SegmentResult(
@@ -491,13 +546,22 @@ def _difference_radius(res: sequential.GuardrailResult, vc: float, vt: float, le
 
 def _one_segment(
     i: int,
-    seg: SegmentCounts,
+    seg: AnySegment,
     *,
     level: float,
     higher_is_worse: bool,
     planned_n_per_variant: float | None,
     fast_n: float | None,
 ) -> SegmentResult:
+    if isinstance(seg, MeanSegmentCounts):
+        return _one_mean_segment(
+            i,
+            seg,
+            level=level,
+            higher_is_worse=higher_is_worse,
+            planned_n_per_variant=planned_n_per_variant,
+            fast_n=fast_n,
+        )
     label = _label(i, seg.name)
     cs, cn, ts, tn = _checked_counts(i, seg)
     m = _validate.non_negative(f"{label}.margin", seg.margin)
@@ -560,6 +624,80 @@ def _one_segment(
     )
 
 
+def _planned(label: str, seg: AnySegment, planned_n_per_variant: float | None) -> float | None:
+    if seg.tau2 is not None:
+        return None
+    planned = planned_n_per_variant if seg.planned_n_per_variant is None else seg.planned_n_per_variant
+    if planned is None:
+        raise InvalidInputError(
+            f"{label}: give tau2 (the frozen mixture) or planned_n_per_variant (on the segment or the family)"
+        )
+    return planned
+
+
+def _one_mean_segment(
+    i: int,
+    seg: MeanSegmentCounts,
+    *,
+    level: float,
+    higher_is_worse: bool,
+    planned_n_per_variant: float | None,
+    fast_n: float | None,
+) -> SegmentResult:
+    """A mean segment's harm test: :func:`sequential_noninferiority_means` at ``level``."""
+    label = _label(i, seg.name)
+    nc = _validate.non_negative(f"{label}.champion_n", seg.champion_n)
+    nt = _validate.non_negative(f"{label}.challenger_n", seg.challenger_n)
+    m = _validate.non_negative(f"{label}.margin", seg.margin)
+    if nc < 2 or nt < 2:
+        return _unevaluated(seg, level, m, label)
+    try:
+        res = sequential.sequential_noninferiority_means(
+            nc,
+            seg.champion_mean,
+            seg.champion_sd,
+            nt,
+            seg.challenger_mean,
+            seg.challenger_sd,
+            margin=m,
+            relative=bool(seg.relative),
+            higher_is_worse=higher_is_worse,
+            alpha=level,
+            tau2=seg.tau2,
+            planned_n_per_variant=_planned(label, seg, planned_n_per_variant),
+            previous_max_log_e=seg.previous_max_log_e,
+            fast_tau2=seg.fast_tau2,
+            fast_n=fast_n,
+        )
+    except InvalidInputError as exc:
+        raise InvalidInputError(f"{label}: {exc}") from None
+    vc = float(seg.champion_sd) ** 2 / nc
+    vt = float(seg.challenger_sd) ** 2 / nt
+    radius = _difference_radius(res, vc, vt, level)
+    diff = res.treatment_estimate - res.control_estimate
+    return SegmentResult(
+        name=seg.name,
+        evaluated=True,
+        harmed=res.breached,
+        champion_estimate=res.control_estimate,
+        challenger_estimate=res.treatment_estimate,
+        difference=diff,
+        interval=Interval(diff - radius, diff + radius),
+        worse_by=res.worse_by,
+        worse_by_lower_bound=res.worse_by_lower_bound,
+        margin=m,
+        relative=res.relative,
+        log_e_value=res.log_e_value,
+        log_e_value_max=res.log_e_value_max,
+        p_value=res.p_value,
+        level=level,
+        champion_trials=nc,
+        challenger_trials=nt,
+        tau2=res.tau2,
+        fast_tau2=res.fast_tau2,
+    )
+
+
 def _correction(correction: str) -> Correction:
     for c in CORRECTIONS:
         if correction == c:
@@ -568,7 +706,7 @@ def _correction(correction: str) -> Correction:
 
 
 def segment_harm(
-    segments: Sequence[SegmentCounts],
+    segments: Sequence[AnySegment],
     *,
     higher_is_worse: bool,
     alpha: float = 0.05,
@@ -588,8 +726,10 @@ def segment_harm(
 
     Parameters
     ----------
-    segments : sequence of SegmentCounts
-        The K protected segments (unique names), with their carried state.
+    segments : sequence of SegmentCounts or MeanSegmentCounts
+        The K protected segments (unique names), with their carried state: proportions, or means
+        (a mean metric, or a ratio as its delta-method mean) tested with
+        :func:`modelrollout.stats.sequential.sequential_noninferiority_means`.
     higher_is_worse : bool
         True for error rates, False for success rates.
     alpha : float
@@ -623,7 +763,7 @@ def segment_harm(
 
 
 def _family(
-    segments: Sequence[SegmentCounts],
+    segments: Sequence[AnySegment],
     *,
     higher_is_worse: bool,
     alpha: float,
