@@ -1,22 +1,61 @@
 # The modelrollout operator image: `modelrollout run` (kopf) as an unprivileged user.
 #
-#   docker build -t REGISTRY/modelrollout:TAG .        (from the checkout's root)
+#   docker build -t REGISTRY/modelrollout:TAG .                         (from the checkout's root)
+#   buildah bud --isolation chroot --storage-driver vfs -t REGISTRY/modelrollout:TAG .   (no engine)
+#
+# BASE is any Debian-like image with python3 (>= 3.11, with its venv module) and useradd: the
+# official slim image by default; the tests build a Debian bookworm one with mmdebstrap
+# (`modelrollout localenv image`, README "Install in a cluster"), since no registry is reached there.
 #
 # The Helm chart (charts/modelrollout) runs it with `run --all-namespaces` or `run --namespace NS`,
 # its log format and its health endpoint; the same image also serves the `modelrollout` CLI
 # (`docker run --rm IMAGE plan --help`).
-FROM python:3.11-slim-bookworm
+ARG BASE=python:3.11-slim-bookworm
+
+# ---- build: the checkout's wheel, installed with its pinned dependencies into a venv ---------------
+FROM ${BASE} AS build
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
-    PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_ROOT_USER_ACTION=ignore
 
-# Only what `pip install .` reads: the project metadata (its readme is part of it) and the package.
+# Only what the wheel is built from: the project metadata (its readme is part of it), the package,
+# and the pins (constraints/operator.txt: the runtime dependencies; constraints/build.txt: the build
+# backend).
 WORKDIR /src
+COPY constraints/ constraints/
 COPY pyproject.toml README.md ./
 COPY operator/ operator/
-RUN pip install . && rm -rf /src
+
+# Binary wheels only (no compiler in either stage). Then what the pod never imports leaves: the
+# tests of numpy and scipy, and kubernetes.aio (the client's asyncio twin, 68 MB: the operator uses
+# kubernetes.client; kopf talks to the apiserver with aiohttp), and so do pip and setuptools. The
+# bytecode is compiled last, checked by hash rather than by mtime, for a read-only root filesystem.
+# A build behind a TLS-inspecting proxy mounts the machine's CA bundle over the base's, read-only
+# (buildah bud --volume /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro);
+# it is never copied into the image.
+RUN if [ -f /etc/ssl/certs/ca-certificates.crt ]; then export PIP_CERT=/etc/ssl/certs/ca-certificates.crt; fi \
+ && python3 -m venv /opt/modelrollout \
+ && PIP_CONSTRAINT=/src/constraints/build.txt \
+        /opt/modelrollout/bin/pip wheel --no-deps --wheel-dir /wheels . \
+ && /opt/modelrollout/bin/pip install --no-compile --only-binary=:all: \
+        --constraint constraints/operator.txt /wheels/modelrollout-*.whl \
+ && /opt/modelrollout/bin/pip uninstall --yes pip setuptools \
+ && site=$(/opt/modelrollout/bin/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))') \
+ && find "$site/numpy" "$site/scipy" -depth -type d -name tests -exec rm -rf {} + \
+ && rm -rf "$site/kubernetes/aio" \
+ && find /opt/modelrollout -depth -type d -name __pycache__ -exec rm -rf {} + \
+ && /opt/modelrollout/bin/python -m compileall -q -j 0 --invalidation-mode unchecked-hash "$site"
+
+# ---- the image: the base and the venv, nothing else ----------------------------------------------
+FROM ${BASE}
+
+ENV PATH=/opt/modelrollout/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1
+
+COPY --from=build /opt/modelrollout /opt/modelrollout
 
 # A fixed numeric uid/gid, so Kubernetes can check runAsNonRoot without resolving a user name.
 RUN groupadd --system --gid 10001 modelrollout \

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Install what the local test environment needs beyond Python, idempotently:
 #   - Debian packages: prometheus (the real server, scraped by e2e tests), openssl
-#     (self-signed serving certificate and service-account keys for kube-apiserver) and stress-ng
-#     (the e2e tier under load, tools/e2e-under-load.sh);
+#     (self-signed serving certificate and service-account keys for kube-apiserver), stress-ng
+#     (the e2e tier under load, tools/e2e-under-load.sh), and mmdebstrap, buildah, umoci and runc
+#     (the operator's image built and run without a Docker engine: tests/e2e/test_image.py,
+#     `modelrollout localenv image`);
 #   - a Go toolchain new enough to build kube-apiserver and etcd (checked, not installed).
 # apt-get runs only when a package is missing. Prometheus's own service is never started:
 # the tests run their own instance on a free loopback port.
@@ -17,6 +19,9 @@ missing=()
 command -v prometheus >/dev/null 2>&1 || [ -x /usr/bin/prometheus ] || missing+=(prometheus)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v stress-ng >/dev/null 2>&1 || missing+=(stress-ng)
+for tool in mmdebstrap buildah umoci runc; do
+  command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+done
 
 if [ "${#missing[@]}" -gt 0 ]; then
   if ! command -v apt-get >/dev/null 2>&1; then
@@ -44,7 +49,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
   $SUDO apt-get update -q
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
 else
-  say "apt packages present: prometheus, openssl, stress-ng"
+  say "apt packages present: prometheus, openssl, stress-ng, mmdebstrap, buildah, umoci, runc"
 fi
 
 # ---- Go toolchain -----------------------------------------------------------------------------

@@ -1,9 +1,12 @@
-"""What can be checked of the Dockerfile without a Docker engine (there is none here).
+"""What can be checked of the Dockerfile without building it (tests/e2e/test_image.py builds it
+with buildah and runs it with runc).
 
-The base image is pinned by a tag, the image runs as a fixed non-root uid (the one the chart's
-securityContext names), its entrypoint is a console script of pyproject.toml, its default command
-parses as ``modelrollout run``, and every file it copies exists and is not left out of the build
-context by .dockerignore.
+The base image is an argument whose default is pinned by a tag, the build is in two stages (the
+image holds the first stage's venv, no sources and no build tools), the dependencies are installed
+with the constraints, the image runs as a fixed non-root uid (the one the chart's securityContext
+names), its entrypoint is a console script of pyproject.toml, its default command parses as
+``modelrollout run``, and every file it copies exists and is not left out of the build context by
+.dockerignore.
 """
 
 from __future__ import annotations
@@ -82,12 +85,51 @@ def test_the_parser_joins_continuations_and_drops_comments() -> None:
     assert parsed == [Instruction("FROM", "a:1"), Instruction("RUN", "x && y"), Instruction("USER", "5")]
 
 
-def test_base_image_is_slim_python_311_pinned_by_tag(steps: list[Instruction]) -> None:
-    image = only(steps, "FROM").argument.split()[0]
-    name, _, tag = image.partition(":")
-    assert name == "python"
+def stages(steps: list[Instruction]) -> list[list[Instruction]]:
+    """The instructions of each stage (a FROM and what follows it)."""
+    out: list[list[Instruction]] = []
+    for step in steps:
+        if step.keyword == "FROM":
+            out.append([])
+        if out:
+            out[-1].append(step)
+    return out
+
+
+def test_the_base_is_an_argument_whose_default_is_slim_python_311_pinned_by_tag(
+    steps: list[Instruction],
+) -> None:
+    assert steps[0].keyword == "ARG", "ARG BASE comes before the first FROM, so every stage sees it"
+    name, _, default = steps[0].argument.partition("=")
+    assert name == "BASE"
+    image, _, tag = default.partition(":")
+    assert image == "python"
     assert tag.startswith("3.11"), tag
     assert "slim" in tag, tag
+    assert [s.argument.split()[0] for s in steps if s.keyword == "FROM"] == ["${BASE}", "${BASE}"]
+
+
+def test_the_image_is_the_second_stage_with_only_the_first_stages_venv(steps: list[Instruction]) -> None:
+    build, final = stages(steps)
+    assert build[0].argument.split()[-2:] == ["AS", "build"]
+    copies = [s.argument.split() for s in final if s.keyword in ("COPY", "ADD")]
+    assert copies == [["--from=build", "/opt/modelrollout", "/opt/modelrollout"]]
+    assert not [s for s in final if s.keyword == "RUN" and ("pip" in s.argument or "apt" in s.argument)]
+    path = next(s.argument for s in final if s.keyword == "ENV" and s.argument.startswith("PATH="))
+    assert path.split()[0].removeprefix("PATH=").split(":")[0] == "/opt/modelrollout/bin"
+
+
+def test_the_dependencies_are_installed_from_the_wheel_with_the_constraints(steps: list[Instruction]) -> None:
+    build, _ = stages(steps)
+    (run,) = [s.argument for s in build if s.keyword == "RUN"]
+    assert "pip wheel --no-deps --wheel-dir /wheels ." in run
+    assert "PIP_CONSTRAINT=/src/constraints/build.txt" in run
+    install = run[run.index("pip install"):]
+    assert "--only-binary=:all:" in install  # no compiler is needed, nor present
+    assert "--constraint constraints/operator.txt /wheels/modelrollout-*.whl" in " ".join(install.split())
+    assert "pip uninstall --yes pip setuptools" in run
+    # The machine's CA bundle is mounted by the build, never copied in.
+    assert not [s for s in steps if s.keyword in ("COPY", "ADD") and "ca-certificates" in s.argument]
 
 
 def test_runs_as_the_non_root_uid_the_chart_expects(steps: list[Instruction]) -> None:
@@ -122,7 +164,7 @@ def test_entrypoint_is_a_console_script_and_the_default_command_is_run(
 def copied_sources(steps: list[Instruction]) -> list[str]:
     sources: list[str] = []
     for step in steps:
-        if step.keyword != "COPY":
+        if step.keyword != "COPY" or "--from=" in step.argument:
             continue
         words = [w for w in shlex.split(step.argument) if not w.startswith("--")]
         assert len(words) >= 2, step
@@ -153,11 +195,10 @@ def test_copied_files_exist_and_are_in_the_build_context(
     for source in sources:
         assert not ignored(source, patterns), f"COPY {source}: left out of the context by .dockerignore"
     assert ignored(".venv", patterns)
-    # `pip install .` needs the metadata, the readme it names and the package folder.
+    # `pip wheel .` needs the metadata, the readme it names and the package folder; the install
+    # needs the pins.
     assert "pyproject.toml" in sources
     assert pyproject["project"]["readme"] in sources
     for folder in pyproject["tool"]["setuptools"]["packages"]["find"]["where"]:
         assert folder in sources
-    installs = [s.argument for s in steps if s.keyword == "RUN" and "pip install" in s.argument]
-    assert installs
-    assert all("pip install ." in a for a in installs)
+    assert "constraints" in sources

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from modelrollout.devstack.controlplane import build, env
 from modelrollout.devstack.controlplane.errors import LocalEnvError
-from modelrollout.devstack.controlplane.paths import default_state_dir
+from modelrollout.devstack.controlplane.paths import default_state_dir, source_root
 from modelrollout.errors import ExitCode
 
 
@@ -70,6 +70,28 @@ def cmd_build(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+def cmd_image(args: argparse.Namespace) -> int:
+    from modelrollout.devstack import image  # buildah and umoci only when asked for
+
+    root = Path(args.source).resolve() if args.source else source_root()
+    if root is None or not (root / "Dockerfile").is_file():
+        _err("modelrollout localenv image: run it in the project's checkout (or pass --source)")
+        return ExitCode.FAILED
+    builder = image.ImageBuilder(root, progress=_err)
+    try:
+        bundle = builder.bundle()
+    except LocalEnvError as exc:
+        _err(f"modelrollout localenv image: {exc}")
+        return ExitCode.FAILED
+    info = bundle.info()
+    summary = {"image": bundle.tag, "bundle": str(bundle.path),
+               "rootfs_mb": round(info["rootfs_bytes"] / 1e6, 1),
+               "compressed_mb": round(info["compressed_bytes"] / 1e6, 1),
+               "seconds": builder.timings.seconds, "cached": builder.timings.cached}
+    print(json.dumps(summary, indent=2))
+    return ExitCode.OK
+
+
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``localenv`` with ``up``, ``down``, ``env`` and ``build`` (each sets ``func``)."""
     parser = subparsers.add_parser(
@@ -77,7 +99,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="a local kube-apiserver, etcd and Prometheus for tests and the demo",
         description='Start with: eval "$(modelrollout localenv up)"; stop with: modelrollout localenv down.',
     )
-    sub = parser.add_subparsers(dest="localenv_command", metavar="{up,down,env,build}")
+    sub = parser.add_subparsers(dest="localenv_command", metavar="{up,down,env,build,image}")
     sub.required = True
 
     def with_dir(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -110,6 +132,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p_build.add_argument("--no-helm", action="store_true",
                          help="skip helm (only the tests of the Helm chart use it)")
     p_build.set_defaults(func=cmd_build)
+
+    p_image = sub.add_parser(
+        "image", help="build the operator's image without Docker (mmdebstrap, buildah; cached)",
+        description="Build a Debian bookworm base with mmdebstrap, the top-level Dockerfile on it with "
+                    "buildah, and unpack the image with umoci for runc, all cached under "
+                    "~/.cache/modelrollout/image; print the image's tag, bundle and sizes as JSON.",
+    )
+    p_image.add_argument("--source", help="the checkout to build (default: this one)")
+    p_image.set_defaults(func=cmd_image)
 
 
 def main(argv: list[str] | None = None) -> int:

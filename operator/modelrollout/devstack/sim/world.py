@@ -44,6 +44,10 @@ from modelrollout.devstack.sim.model_server import ModelConfig
 from modelrollout.devstack.sim.stack import LoadRun, ModelSpec, RunningMesh, RunningModel, SimStack
 from modelrollout.errors import ModelRolloutError
 
+#: Starts the operator another way: (the arguments of ``modelrollout``, the environment it needs) ->
+#: the argv to start (see :meth:`World.given_operator`).
+OperatorCommand = Callable[[list[str], dict[str, str]], Sequence[str]]
+
 ISTIO = ("networking.istio.io", "v1", "virtualservices")
 GATEWAY = ("gateway.networking.k8s.io", "v1", "httproutes")
 APP = "ranker"
@@ -315,14 +319,26 @@ class World:
         )
         return self.load
 
-    def given_operator(self, *, timer_seconds: float = 0.5) -> ManagedProcess:
-        """The operator as its own process, watching this namespace."""
+    def given_operator(
+        self, *, timer_seconds: float = 0.5, command: OperatorCommand | None = None
+    ) -> ManagedProcess:
+        """The operator as its own process, watching this namespace.
+
+        By default ``python -m modelrollout.cli run --namespace NS`` of this checkout. ``command``
+        starts another one instead (the image's, under runc): it is given the arguments of
+        ``modelrollout`` and the environment the operator needs (``KUBECONFIG`` and the tick's
+        period), and returns the argv to start; that process gets this process's environment.
+        """
         self.operator_starts += 1
+        needs = {"KUBECONFIG": str(self.env.admin_kubeconfig),
+                 "MODELROLLOUT_TIMER_SECONDS": str(timer_seconds), "PYTHONUNBUFFERED": "1"}
+        args = ["run", "--namespace", self.namespace]
         env = dict(os.environ)
-        env["KUBECONFIG"] = str(self.env.admin_kubeconfig)
-        env["MODELROLLOUT_TIMER_SECONDS"] = str(timer_seconds)
-        env["PYTHONUNBUFFERED"] = "1"
-        argv = [self.python, "-m", "modelrollout.cli", "run", "--namespace", self.namespace]
+        if command is None:
+            env.update(needs)
+            argv = [self.python, "-m", "modelrollout.cli", *args]
+        else:
+            argv = list(command(args, needs))
         self.operator = ManagedProcess(
             f"operator-{self.operator_starts}", argv, self.workdir / f"operator-{self.operator_starts}.log",
             env=env, cwd=self.workdir,
