@@ -32,7 +32,8 @@ UID = 10001
 
 @pytest.fixture(scope="module")
 def bundle() -> image.Bundle:
-    """The checkout's image, unpacked (built first when its inputs changed: minutes when cold)."""
+    """The checkout's image, unpacked. tools/setup.sh builds it (set-up may reach Debian's mirrors
+    and PyPI; a test never does); this builds it only when the set-up was skipped."""
     missing = image.missing_tools()
     if missing:
         unavailable(image.missing_message(missing))
