@@ -36,7 +36,8 @@ from kubernetes.client.exceptions import ApiException
 
 from modelrollout.api.experiment import GROUP, PLURAL, VERSION
 from modelrollout.devstack.controlplane.env import LocalEnv
-from modelrollout.devstack.controlplane.procs import ManagedProcess
+from modelrollout.devstack.controlplane.kube import http_get
+from modelrollout.devstack.controlplane.procs import ManagedProcess, free_port
 from modelrollout.devstack.controlplane.prometheus import Prometheus
 from modelrollout.devstack.sim.loadgen import LoadConfig
 from modelrollout.devstack.sim.mesh import MeshConfig
@@ -44,6 +45,8 @@ from modelrollout.devstack.sim.model_server import ModelConfig
 from modelrollout.devstack.sim.stack import LoadRun, ModelSpec, RunningMesh, RunningModel, SimStack
 from modelrollout.errors import ModelRolloutError
 
+#: The Prometheus job of the operator's own metrics (``/metrics`` of ``modelrollout run``).
+OPERATOR_JOB = "modelrollout-operator"
 ISTIO = ("networking.istio.io", "v1", "virtualservices")
 GATEWAY = ("gateway.networking.k8s.io", "v1", "httproutes")
 APP = "ranker"
@@ -200,6 +203,8 @@ class World:
         self.load: LoadRun | None = None
         self.operator: ManagedProcess | None = None
         self.operator_starts = 0
+        #: Where the operator serves its own metrics (``http://127.0.0.1:<port>/metrics``).
+        self.operator_metrics_port: int | None = None
         self.experiment_name: str | None = None
         self.provider = "istio"
         self.recorder: WeightsRecorder | None = None
@@ -316,19 +321,38 @@ class World:
         return self.load
 
     def given_operator(self, *, timer_seconds: float = 0.5) -> ManagedProcess:
-        """The operator as its own process, watching this namespace."""
+        """The operator as its own process, watching this namespace, with its own metrics on a free
+        loopback port that Prometheus scrapes (job ``modelrollout-operator``; not waited for: see
+        :meth:`wait_for_operator_scraped`)."""
         self.operator_starts += 1
         env = dict(os.environ)
         env["KUBECONFIG"] = str(self.env.admin_kubeconfig)
         env["MODELROLLOUT_TIMER_SECONDS"] = str(timer_seconds)
         env["PYTHONUNBUFFERED"] = "1"
-        argv = [self.python, "-m", "modelrollout.cli", "run", "--namespace", self.namespace]
+        self.operator_metrics_port = free_port()
+        argv = [self.python, "-m", "modelrollout.cli", "run", "--namespace", self.namespace,
+                f"--metrics-port={self.operator_metrics_port}", "--metrics-address=127.0.0.1"]
         self.operator = ManagedProcess(
             f"operator-{self.operator_starts}", argv, self.workdir / f"operator-{self.operator_starts}.log",
-            env=env, cwd=self.workdir,
+            env=env, cwd=self.workdir, ports=[self.operator_metrics_port],
         )
         self.operator.start()
+        # No extra target labels: the operator's series carry their own namespace label (a target
+        # label of the same name would rename it exported_namespace).
+        self.prometheus.set_targets(OPERATOR_JOB, [f"127.0.0.1:{self.operator_metrics_port}"], wait=False)
         return self.operator
+
+    def wait_for_operator_scraped(self, timeout: float = 30.0) -> None:
+        """Wait until Prometheus scrapes the operator's ``/metrics`` healthily."""
+        self.prometheus.wait_for_targets(OPERATOR_JOB, 1, up=True, timeout=timeout)
+
+    def operator_metrics(self) -> str:
+        """What the operator's ``/metrics`` serves now."""
+        assert self.operator_metrics_port is not None, "given_operator first"
+        status, body = http_get(f"http://127.0.0.1:{self.operator_metrics_port}/metrics", timeout=5)
+        if status != 200:
+            raise ScenarioError(f"the operator's /metrics answered {status}: {body[:300]}")
+        return body
 
     def stop_operator(self, *, kill: bool = False) -> None:
         if self.operator is None:
