@@ -763,8 +763,11 @@ def run_one(n: int, opts: Options, root: Path) -> Result:
             if opts.timer_seconds is not None:
                 run_env["MODELROLLOUT_TIMER_SECONDS"] = str(opts.timer_seconds)
             log_path = workdir / "operator.log"
+            # (its own /metrics on a free loopback port: the default 8081 may be taken here)
             operator = ManagedProcess("operator", [sys.executable, "-m", "modelrollout.cli", "run",
-                                                   "--all-namespaces"], log_path, env=run_env, cwd=workdir)
+                                                   "--all-namespaces", f"--metrics-port={free_port()}",
+                                                   "--metrics-address=127.0.0.1"],
+                                      log_path, env=run_env, cwd=workdir)
             operator_started = time.time()
             operator.start()
             api_port = int(env.server.rsplit(":", 1)[1])

@@ -286,8 +286,9 @@ def test_operator_reconciles_with_exactly_the_charts_rbac(
     tmp_path: Path,
 ) -> None:
     workloads = create_namespace(k8s_admin)
-    health_port = free_port()
-    values = {**MODES[mode](workloads), "health": {"bindAddress": "127.0.0.1", "port": health_port}}
+    health_port, metrics_port = free_port(), free_port()
+    values = {**MODES[mode](workloads), "health": {"bindAddress": "127.0.0.1", "port": health_port},
+              "metrics": {"bindAddress": "127.0.0.1", "port": metrics_port}}
     try:
         with installed(helm_binary, localenv, k8s_admin, namespace, values) as release:
             watched = "every namespace" if mode == "all-namespaces" else f"the namespaces {workloads}"
@@ -302,6 +303,10 @@ def test_operator_reconciles_with_exactly_the_charts_rbac(
                 args = list(release.container.args)
                 with operator_process(args, config_path, tmp_path) as operator:
                     reconcile_and_check(k8s_admin, workloads, operator, health_port, localenv_prometheus.url)
+                    # the chart's metrics port serves the operator's own metrics
+                    status, text = http_get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5.0)
+                    assert status == 200
+                    assert "modelrollout_tick_duration_seconds_count" in text
                 log = operator_log(operator)
                 problems = [line for line in log.splitlines() if any(p in line for p in PERMISSION_PROBLEMS)]
                 assert problems == [], "\n".join(problems[:10])

@@ -8,6 +8,8 @@ models is tests/unit/test_crd_render.py's drift test; here only that helm ships 
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,8 @@ import yaml
 from modelrollout.cli import build_parser
 from modelrollout.devstack.controlplane import helm
 from modelrollout.devstack.controlplane.helm import HelmError
+from modelrollout.devstack.controlplane.pytest_plugin import unavailable
+from support import monitoring
 
 pytestmark = pytest.mark.integration
 
@@ -24,6 +28,10 @@ ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "modelrollout"
 CHART_META = yaml.safe_load((CHART / "Chart.yaml").read_text())
 NAMESPACED = {"watchNamespaces": ["team-a", "team-b"]}
+#: Every monitoring object: ServiceMonitor, PrometheusRule, the dashboard's ConfigMap.
+MONITORING = {"metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "kps"}},
+                          "prometheusRule": {"enabled": True, "labels": {"release": "kps"}},
+                          "dashboard": {"enabled": True}}}
 
 Rule = tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]
 
@@ -79,8 +87,8 @@ def test_helm_is_the_pinned_build(helm_binary: Path) -> None:
 
 
 @pytest.mark.parametrize("values", [None, NAMESPACED, {"rbac": {"readCredentials": False,
-                                                               "kopfObservers": False}}],
-                         ids=["default", "namespaced", "minimal-rbac"])
+                                                               "kopfObservers": False}}, MONITORING],
+                         ids=["default", "namespaced", "minimal-rbac", "monitoring"])
 def test_lint_strict_passes(helm_binary: Path, values: dict[str, Any] | None) -> None:
     out = helm.lint(helm_binary, CHART, values=values)
     assert "1 chart(s) linted, 0 chart(s) failed" in out
@@ -88,7 +96,7 @@ def test_lint_strict_passes(helm_binary: Path, values: dict[str, Any] | None) ->
 
 def test_default_install_is_cluster_wide(default_objects: list[dict[str, Any]]) -> None:
     kinds = sorted(o["kind"] for o in default_objects)
-    assert kinds == ["ClusterRole", "ClusterRoleBinding", "Deployment", "ServiceAccount"]
+    assert kinds == ["ClusterRole", "ClusterRoleBinding", "Deployment", "Service", "ServiceAccount"]
     role = one(default_objects, "ClusterRole")
     # Cluster-wide, kopf does not list namespaces: no NAMESPACE_WATCH.
     assert rules(role) == [*NAMESPACED_RULES, CRD_WATCH]
@@ -118,13 +126,16 @@ def test_deployment_runs_the_operator_as_the_cli_expects(default_objects: list[d
     assert c["image"] == f"modelrollout:{CHART_META['appVersion']}"
     assert c["imagePullPolicy"] == "IfNotPresent"
     assert c["args"] == ["run", "--all-namespaces", "--log-format=json",
-                         "--liveness=http://0.0.0.0:8080/healthz"]
+                         "--liveness=http://0.0.0.0:8080/healthz", "--metrics-port=8081",
+                         "--metrics-address=0.0.0.0"]
     # The image's entrypoint is `modelrollout`; the args must parse as its `run` command.
     args = build_parser().parse_args(c["args"])
     assert (args.command, args.all_namespaces, args.namespace) == ("run", True, None)
     assert args.log_format == "json"
     assert args.liveness == "http://0.0.0.0:8080/healthz"
-    assert c["ports"] == [{"name": "health", "containerPort": 8080, "protocol": "TCP"}]
+    assert (args.metrics_port, args.metrics_address) == (8081, "0.0.0.0")
+    assert c["ports"] == [{"name": "health", "containerPort": 8080, "protocol": "TCP"},
+                          {"name": "metrics", "containerPort": 8081, "protocol": "TCP"}]
     for probe in ("livenessProbe", "readinessProbe"):
         assert c[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
     assert c["resources"]["requests"] == {"cpu": "100m", "memory": "256Mi"}
@@ -183,12 +194,13 @@ def test_options_drop_rules_and_change_args(helm_binary: Path) -> None:
     assert rules(one(minimal, "ClusterRole")) == NAMESPACED_RULES[:-1]
     scoped = helm.template(helm_binary, CHART, values={"watchNamespaces": ["a"],
                                                        "rbac": {"kopfObservers": False}})
-    assert sorted(o["kind"] for o in scoped) == ["Deployment", "Role", "RoleBinding", "ServiceAccount"]
+    assert sorted(o["kind"] for o in scoped) == ["Deployment", "Role", "RoleBinding", "Service",
+                                                 "ServiceAccount"]
     assert container(scoped)["args"][-1] == "--no-cluster-scan"  # no cluster-scope rights: no scanning
     assert "--no-cluster-scan" not in container(minimal)["args"]  # cluster-wide kopf must scan
     no_rbac = helm.template(helm_binary, CHART, values={
         "rbac": {"create": False}, "serviceAccount": {"create": False, "name": "ops-sa"}})
-    assert sorted(o["kind"] for o in no_rbac) == ["Deployment"]
+    assert sorted(o["kind"] for o in no_rbac) == ["Deployment", "Service"]
     assert one(no_rbac, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"] == "ops-sa"
     custom = helm.template(helm_binary, CHART, values={
         "image": {"repository": "registry.example/mr", "tag": "1.2.3", "pullPolicy": "Always"},
@@ -197,7 +209,8 @@ def test_options_drop_rules_and_change_args(helm_binary: Path) -> None:
     })
     c = container(custom)
     assert (c["image"], c["imagePullPolicy"]) == ("registry.example/mr:1.2.3", "Always")
-    assert c["args"][2:] == ["--log-format=text", "--liveness=http://0.0.0.0:9000/healthz", "--verbose"]
+    assert c["args"][2:] == ["--log-format=text", "--liveness=http://0.0.0.0:9000/healthz",
+                             "--metrics-port=8081", "--metrics-address=0.0.0.0", "--verbose"]
     assert c["ports"][0]["containerPort"] == 9000
     pod = one(custom, "Deployment")["spec"]["template"]["spec"]
     assert pod["nodeSelector"] == {"pool": "ops"}
@@ -208,7 +221,10 @@ def test_options_drop_rules_and_change_args(helm_binary: Path) -> None:
     ({"replicas": 2}, "more than 1 replica would act twice"),
     ({"logFormat": "xml"}, '"xml" is not json or text'),
     ({"serviceAccount": {"create": False}}, "serviceAccount.name is required"),
-], ids=["replicas", "log-format", "service-account-name"])
+    ({"metrics": {"port": 8080}}, "the metrics endpoint needs a port of its own"),
+    ({"metrics": {"service": {"enabled": False}, "serviceMonitor": {"enabled": True}}},
+     "metrics.serviceMonitor: needs metrics.enabled and metrics.service.enabled"),
+], ids=["replicas", "log-format", "service-account-name", "metrics-port", "service-monitor-without-service"])
 def test_bad_values_fail_with_a_reason(helm_binary: Path, values: dict[str, Any], message: str) -> None:
     with pytest.raises(HelmError, match=message):
         helm.template(helm_binary, CHART, values=values)
@@ -218,3 +234,232 @@ def test_helm_ships_the_generated_crd(helm_binary: Path) -> None:
     objects = helm.template(helm_binary, CHART, include_crds=True)
     crd = one(objects, "CustomResourceDefinition")
     assert crd == yaml.safe_load((ROOT / "crds" / "modelexperiment.yaml").read_text())
+
+
+# --- the operator's own metrics: Service, ServiceMonitor, PrometheusRule, dashboard -------------
+
+
+@pytest.fixture(scope="module")
+def monitoring_objects(helm_binary: Path) -> list[dict[str, Any]]:
+    return helm.template(helm_binary, CHART, release="mr", namespace="ops", values=MONITORING)
+
+
+@pytest.fixture(scope="module")
+def promtool() -> Path:
+    found = monitoring.find_promtool()
+    if found is None:
+        unavailable("promtool is missing: Debian's prometheus package has it (tools/install-prereqs.sh)")
+    return found
+
+
+def test_the_metrics_service_selects_the_pod_and_its_metrics_port(
+    default_objects: list[dict[str, Any]],
+) -> None:
+    service = one(default_objects, "Service")
+    assert service["metadata"]["name"] == "mr-modelrollout-metrics"
+    assert service["metadata"]["labels"]["app.kubernetes.io/component"] == "metrics"
+    pod_labels = one(default_objects, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    assert service["spec"]["ports"] == [{"name": "metrics", "port": 8081, "targetPort": "metrics",
+                                         "protocol": "TCP"}]
+    # No monitoring CRD objects unless asked for: they need the Prometheus Operator's CRDs.
+    assert not {"ServiceMonitor", "PrometheusRule", "ConfigMap"} & {o["kind"] for o in default_objects}
+
+
+def test_metrics_can_be_turned_off_or_moved(helm_binary: Path) -> None:
+    off = helm.template(helm_binary, CHART, values={"metrics": {"enabled": False}})
+    assert "Service" not in {o["kind"] for o in off}
+    c = container(off)
+    assert c["args"][-1] == "--metrics-port=0"
+    assert build_parser().parse_args(c["args"]).metrics_port == 0
+    assert [p["name"] for p in c["ports"]] == ["health"]
+    moved = helm.template(helm_binary, CHART, values={"metrics": {"port": 9100, "bindAddress": "127.0.0.1",
+                                                                  "service": {"port": 80}}})
+    c = container(moved)
+    assert c["args"][-2:] == ["--metrics-port=9100", "--metrics-address=127.0.0.1"]
+    assert c["ports"][1] == {"name": "metrics", "containerPort": 9100, "protocol": "TCP"}
+    assert one(moved, "Service")["spec"]["ports"][0]["port"] == 80
+
+
+def test_the_service_monitor_scrapes_the_metrics_service_keeping_its_labels(
+    monitoring_objects: list[dict[str, Any]],
+) -> None:
+    monitor = one(monitoring_objects, "ServiceMonitor")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["metadata"]["labels"]["release"] == "kps"
+    assert monitor["metadata"]["namespace"] == "ops"
+    service = one(monitoring_objects, "Service")
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": ["ops"]}
+    # honorLabels: the series' namespace is the experiment's, not the operator pod's
+    assert monitor["spec"]["endpoints"] == [{"port": "metrics", "path": "/metrics", "interval": "30s",
+                                             "scrapeTimeout": "10s", "honorLabels": True}]
+
+
+def test_the_dashboard_configmap_is_for_grafanas_sidecar(helm_binary: Path,
+                                                          monitoring_objects: list[dict[str, Any]]) -> None:
+    config_map = one(monitoring_objects, "ConfigMap")
+    assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert config_map["metadata"]["namespace"] == "ops"
+    assert json.loads(config_map["data"]["modelrollout.json"]) == monitoring.dashboard()
+    elsewhere = helm.template(helm_binary, CHART, values={"metrics": {"dashboard": {
+        "enabled": True, "namespace": "grafana", "annotations": {"grafana_folder": "ModelRollout"}}}})
+    moved = one(elsewhere, "ConfigMap")["metadata"]
+    assert (moved["namespace"], moved["annotations"]) == ("grafana", {"grafana_folder": "ModelRollout"})
+
+
+def test_the_dashboard_shows_the_fleet_and_one_experiment() -> None:
+    board = monitoring.dashboard()
+    assert [v["name"] for v in board["templating"]["list"]] == ["datasource", "namespace", "experiment"]
+    titles = [p["title"] for p in monitoring.panels(board)]
+    for wanted in ("Experiments by phase", "Rollbacks by reason", "Decisions by rule", "Traffic weights",
+                   "Lift with its always-valid interval", "Guardrails", "Sample size"):
+        assert any(t.startswith(wanted) for t in titles), (wanted, titles)
+    ids = [p["id"] for p in board["panels"]]
+    assert len(ids) == len(set(ids))
+    served = monitoring.served_series()
+    for query in monitoring.queries(board):
+        # only series the operator serves; one experiment's panels select it by both variables
+        selected = set(re.findall(r"([a-zA-Z_:][\w:]*)\s*[{\[]", query.expr))
+        named = set(re.findall(r"\bmodelrollout_\w+", query.expr))
+        assert named, query
+        assert selected | named <= served, (query, (selected | named) - served)
+        if "$namespace" in query.expr:
+            assert 'namespace="$namespace", experiment="$experiment"' in query.expr, query
+    for panel in monitoring.panels(board):
+        assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
+        assert panel["description"]
+
+
+def test_every_dashboard_query_parses_with_promtool(promtool: Path, tmp_path: Path) -> None:
+    found = monitoring.queries()
+    assert len(found) >= 15
+    # (a value that is not a plain word would be a regex problem inside =~; these are DNS labels)
+    values = {"namespace": "shop", "experiment": "ranker-v7", "datasource": "prometheus"}
+    filled = {f"dashboard:panel_{i}_{q.ref}": monitoring.fill(q.expr, values) for i, q in enumerate(found)}
+    assert not any("$" in e for e in filled.values())
+    rules = tmp_path / "dashboard.rules.yaml"
+    rules.write_text(monitoring.recording_rules(filled))
+    result = monitoring.promtool(promtool, "check", "rules", str(rules))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"SUCCESS: {len(filled)} rules found" in result.stdout + result.stderr
+    # promtool does fail on a query that does not parse
+    broken = "sum by (phase (modelrollout_experiments)"
+    rules.write_text(monitoring.recording_rules({"dashboard:broken": broken}))
+    assert monitoring.promtool(promtool, "check", "rules", str(rules)).returncode != 0
+
+
+def alert_groups(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    rule = one(objects, "PrometheusRule")
+    assert rule["apiVersion"] == "monitoring.coreos.com/v1"
+    groups: dict[str, Any] = rule["spec"]
+    return groups
+
+
+def test_the_alerts_pass_promtool_check_rules(promtool: Path, tmp_path: Path,
+                                              monitoring_objects: list[dict[str, Any]]) -> None:
+    groups = alert_groups(monitoring_objects)
+    assert one(monitoring_objects, "PrometheusRule")["metadata"]["labels"]["release"] == "kps"
+    alerts = [r["alert"] for g in groups["groups"] for r in g["rules"]]
+    assert alerts == ["ModelExperimentHeld", "ModelExperimentRolledBack", "ModelExperimentMetricsUnavailable",
+                      "ModelRolloutOperatorMetricsAbsent"]
+    rules = tmp_path / "alerts.yaml"
+    rules.write_text(yaml.safe_dump(groups))
+    result = monitoring.promtool(promtool, "check", "rules", str(rules))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS: 4 rules found" in result.stdout + result.stderr
+
+
+#: promtool's unit tests of the alerts (times from 0, the Unix epoch: a hold that began at 0 has lasted
+#: the evaluation time). One experiment paused from the start; one without metrics from 10 m; one
+#: rolled back at 30 m; then, in a second test, no operator series at all.
+ALERT_TESTS: dict[str, Any] = {
+    "evaluation_interval": "1m",
+    "tests": [
+        {
+            "interval": "1m",
+            "input_series": [
+                {"series": 'modelrollout_build_info{version="0.1.0"}', "values": "1x120"},
+                {"series": 'modelrollout_experiment_hold_started_timestamp_seconds{namespace="shop",'
+                           'experiment="paused",reason="Paused"}', "values": "0x120"},
+                {"series": 'modelrollout_experiment_hold_started_timestamp_seconds{namespace="shop",'
+                           'experiment="blind",reason="MetricsUnavailable"}', "values": "_x9 600x30"},
+                {"series": 'modelrollout_experiment_phase{namespace="shop",experiment="worse",'
+                           'phase="RolledBack"}', "values": "0x29 1x90"},
+                {"series": 'modelrollout_experiment_phase{namespace="shop",experiment="better",'
+                           'phase="RolledBack"}', "values": "0x120"},
+                {"series": 'modelrollout_experiment_finished_timestamp_seconds{namespace="shop",'
+                           'experiment="worse"}', "values": "_x29 1800x90"},
+                {"series": 'modelrollout_experiment_finished_timestamp_seconds{namespace="shop",'
+                           'experiment="better"}', "values": "_x29 1800x90"},
+            ],
+            "alert_rule_test": [
+                {"eval_time": "30m", "alertname": "ModelExperimentHeld", "exp_alerts": []},
+                {"eval_time": "61m", "alertname": "ModelExperimentHeld", "exp_alerts": [
+                    {"exp_labels": {"severity": "warning", "namespace": "shop", "experiment": "paused",
+                                    "reason": "Paused"},
+                     "exp_annotations": {
+                         "summary": "ModelExperiment shop/paused held (Paused) for 1h 1m 0s",
+                         "description": "The experiment has been held by Paused for 1h 1m 0s: no step, "
+                                        "no promotion. kubectl -n shop describe mexp paused says why; "
+                                        "unpause it, fix what holds it, or abort it."}}]},
+                {"eval_time": "14m", "alertname": "ModelExperimentMetricsUnavailable", "exp_alerts": []},
+                {"eval_time": "16m", "alertname": "ModelExperimentMetricsUnavailable", "exp_alerts": [
+                    {"exp_labels": {"severity": "warning", "namespace": "shop", "experiment": "blind",
+                                    "reason": "MetricsUnavailable"},
+                     "exp_annotations": {
+                         "summary": "ModelExperiment shop/blind has had no usable metrics for 6m 0s",
+                         "description": "Its MetricsUnavailable condition says which query failed and why; "
+                                        "modelrollout_prometheus_query_errors_total counts the operator's "
+                                        "failed queries by reason."}}]},
+                {"eval_time": "29m", "alertname": "ModelExperimentRolledBack", "exp_alerts": []},
+                {"eval_time": "35m", "alertname": "ModelExperimentRolledBack", "exp_alerts": [
+                    {"exp_labels": {"severity": "warning", "namespace": "shop", "experiment": "worse"},
+                     "exp_annotations": {
+                         "summary": "ModelExperiment shop/worse rolled back",
+                         "description": "The champion has all the traffic again. kubectl -n shop describe "
+                                        "mexp worse shows the rule and the numbers; sum by (reason) "
+                                        "(increase(modelrollout_rollbacks_total[1h])) counts the fleet's "
+                                        "rollbacks by reason."}}]},
+                {"eval_time": "50m", "alertname": "ModelExperimentRolledBack", "exp_alerts": []},
+                {"eval_time": "60m", "alertname": "ModelRolloutOperatorMetricsAbsent", "exp_alerts": []},
+            ],
+        },
+        {
+            "interval": "1m",
+            "input_series": [{"series": 'up{job="other"}', "values": "1x30"}],
+            "alert_rule_test": [
+                {"eval_time": "5m", "alertname": "ModelRolloutOperatorMetricsAbsent", "exp_alerts": []},
+                {"eval_time": "11m", "alertname": "ModelRolloutOperatorMetricsAbsent", "exp_alerts": [
+                    {"exp_labels": {"severity": "warning"},
+                     "exp_annotations": {
+                         "summary": "No metrics from the modelrollout operator",
+                         "description": "Prometheus has scraped no modelrollout_build_info series for "
+                                        "10m. Is the operator running, and does its ServiceMonitor "
+                                        "(metrics.serviceMonitor) match?"}}]},
+            ],
+        },
+    ],
+}
+
+
+def test_the_alerts_fire_when_they_should_promtool_test_rules(
+    promtool: Path, tmp_path: Path, monitoring_objects: list[dict[str, Any]],
+) -> None:
+    (tmp_path / "alerts.yaml").write_text(yaml.safe_dump(alert_groups(monitoring_objects)))
+    (tmp_path / "alerts_test.yaml").write_text(yaml.safe_dump({"rule_files": ["alerts.yaml"], **ALERT_TESTS}))
+    result = monitoring.promtool(promtool, "test", "rules", "alerts_test.yaml", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout + result.stderr
+
+
+def test_the_alert_thresholds_come_from_the_values(helm_binary: Path) -> None:
+    objects = helm.template(helm_binary, CHART, values={"metrics": {"prometheusRule": {
+        "enabled": True, "heldSeconds": 7200, "metricsUnavailableSeconds": 60, "rolledBackSeconds": 300,
+        "absentFor": "2m", "severity": "page"}}})
+    rules = {r["alert"]: r for g in alert_groups(objects)["groups"] for r in g["rules"]}
+    assert rules["ModelExperimentHeld"]["expr"].endswith("> 7200")
+    assert rules["ModelExperimentMetricsUnavailable"]["expr"].endswith("> 60")
+    assert "< 300" in rules["ModelExperimentRolledBack"]["expr"]
+    assert rules["ModelRolloutOperatorMetricsAbsent"]["for"] == "2m"
+    assert {r["labels"]["severity"] for r in rules.values()} == {"page"}

@@ -6,4 +6,6 @@ pyproject.toml) makes this package importable from every tier as ``support``:
 - :mod:`support.models`: ``fast()``, the simulated model server of the e2e scenarios.
 - :mod:`support.manifests`: the table of bad manifests (``tests/data/bad_manifests/cases.yaml``)
   shared by the unit and integration tiers, and the JSON merge patch that builds its cases.
+- :mod:`support.monitoring`: the chart's Grafana dashboard (every panel's PromQL, Grafana's
+  variables filled in) and promtool, for the chart and e2e tests of the operator's own metrics.
 """

@@ -8,7 +8,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from modelrollout.controller import tick
+from modelrollout.controller.config import OperatorConfig
 from modelrollout.controller.state import ObjectMemo, is_stale, object_memo
+from modelrollout.controller.telemetry import OperatorMetrics
 
 pytestmark = pytest.mark.unit
 
@@ -42,6 +44,8 @@ def test_the_timer_skips_a_stale_body_and_acts_on_a_current_one(monkeypatch: pyt
 
     class Runtime:  # the tick's factories; run_tick is replaced, so they are not used
         cluster = None
+        config = OperatorConfig()
+        telemetry = OperatorMetrics(standard_collectors=False)
 
         def router(self, spec: object) -> None:
             return None

@@ -546,3 +546,55 @@ def test_the_ca_file_is_private_and_removed_on_close() -> None:
     provider.close()
     assert not path.exists()
     provider.close()  # twice is fine
+
+
+# --- the operator's error counter --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "word"),
+    [
+        (500, b"internal error", "http_error"),
+        (422, error("execution", "expanding series: too many samples"), "execution"),
+        (503, error("timeout", "query timed out in expression evaluation"), "timeout"),
+        (400, error("bad_data", "1:5: parse error: unexpected"), "bad_data"),
+        (401, b"Unauthorized", "unauthorized"),
+        (404, b"404 page not found", "not_found"),
+        (200, b"<html>not json</html>", "unreadable"),
+    ],
+)
+def test_each_failed_request_is_told_to_on_error_in_one_word(
+    server: FakeServer, status: int, body: bytes, word: str
+) -> None:
+    from modelrollout.metrics.prometheus import QUERY_ERROR_REASONS
+
+    server.answer = lambda seen: (status, body, 0.0)
+    words: list[str] = []
+    with PrometheusProvider(server.url, timeout=2, on_error=words.append) as provider:
+        observe(provider, counters(guardrails=1))
+    assert word in QUERY_ERROR_REASONS
+    assert words == [word] * len(server.seen)  # one per request that failed, here each one
+
+
+def test_unreachable_and_slow_are_their_own_words(server: FakeServer) -> None:
+    words: list[str] = []
+    with PrometheusProvider(f"http://127.0.0.1:{free_port()}", timeout=2, on_error=words.append) as p:
+        observe(p, counters(guardrails=2))
+    assert words == ["unreachable"]  # the rest of the tick was not sent
+    server.answer = lambda seen: (200, success([]), 3.0)
+    slow: list[str] = []
+    with PrometheusProvider(server.url, timeout=0.5, on_error=slow.append) as provider:
+        observe(provider, counters())
+    assert slow == ["timeout"]
+
+
+def test_a_good_answer_and_the_format_query_fallback_are_no_errors(server: FakeServer) -> None:
+    words: list[str] = []
+    server.answer = by_query(ANSWERS)
+    with PrometheusProvider(server.url, on_error=words.append) as provider:
+        observe(provider, counters())
+    server.answer = lambda seen: ((404, b"404 page not found", 0.0) if seen.path == "/api/v1/format_query"
+                                  else (200, success([]), 0.0))
+    with PrometheusProvider(server.url, on_error=words.append) as provider:
+        assert provider.check(counters()) == []
+    assert words == []

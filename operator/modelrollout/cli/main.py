@@ -299,26 +299,38 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     from modelrollout.controller.config import OperatorConfig
     from modelrollout.controller.handlers import register
-    from modelrollout.controller.runtime import MEMO_CONFIG
+    from modelrollout.controller.runtime import MEMO_CONFIG, MEMO_METRICS
+    from modelrollout.controller.telemetry import OperatorMetrics
 
     namespaces = args.namespace or []
     if not namespaces and not args.all_namespaces:
         raise InvalidInputError("give --namespace NS (repeatable) or --all-namespaces")
     if args.no_cluster_scan and args.all_namespaces:
         raise InvalidInputError("--no-cluster-scan needs the namespaces named: use --namespace NS")
-    config = OperatorConfig.from_environment(cluster_scan=not args.no_cluster_scan)
+    config = OperatorConfig.from_environment(
+        cluster_scan=not args.no_cluster_scan,
+        metrics_port=args.metrics_port,
+        metrics_address=args.metrics_address,
+    )
     registry = kopf.OperatorRegistry()
     register(registry, config)
     log_format = kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.FULL
     kopf.configure(verbose=args.verbose, log_format=log_format, log_refkey="experiment")
-    kopf.run(
-        registry=registry,
-        clusterwide=args.all_namespaces,
-        namespaces=namespaces,
-        standalone=True,
-        liveness_endpoint=args.liveness,
-        memo=kopf.Memo({MEMO_CONFIG: config}),
-    )
+    telemetry = OperatorMetrics()
+    if config.metrics_port:
+        # Before kopf starts: a port that cannot be bound is a bad flag, said at once (exit 2).
+        telemetry.serve(config.metrics_port, config.metrics_address)
+    try:
+        kopf.run(
+            registry=registry,
+            clusterwide=args.all_namespaces,
+            namespaces=namespaces,
+            standalone=True,
+            liveness_endpoint=args.liveness,
+            memo=kopf.Memo({MEMO_CONFIG: config, MEMO_METRICS: telemetry}),
+        )
+    finally:
+        telemetry.close()
     return ExitCode.OK
 
 
@@ -327,6 +339,20 @@ def _register_run(sub: Any) -> None:
     p.add_argument("--namespace", "-n", action="append", help="namespace to watch (repeatable)")
     p.add_argument("--all-namespaces", "-A", action="store_true", help="watch every namespace")
     p.add_argument("--liveness", default=None, help="liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        default=8081,
+        metavar="PORT",
+        help="serve the operator's own Prometheus metrics on http://ADDRESS:PORT/metrics (0: none; "
+        "default 8081)",
+    )
+    p.add_argument(
+        "--metrics-address",
+        default="0.0.0.0",
+        metavar="ADDRESS",
+        help="the address /metrics listens on (default 0.0.0.0)",
+    )
     p.add_argument(
         "--no-cluster-scan",
         action="store_true",

@@ -16,6 +16,8 @@ from modelrollout.errors import InvalidInputError
 
 #: The environment variable of the timer's period (seconds).
 TIMER_ENV = "MODELROLLOUT_TIMER_SECONDS"
+#: The default port of ``/metrics`` (``run --metrics-port``; 0 serves none).
+DEFAULT_METRICS_PORT = 8081
 
 
 @dataclass(frozen=True)
@@ -36,12 +38,20 @@ class OperatorConfig:
     max_providers
         Distinct Prometheus configurations (address, timeout, credentials) whose providers are
         kept open; the least recently used is closed past it.
+    metrics_port, metrics_address
+        Where the operator serves its own metrics (``/metrics``); port 0 serves none.
+    schedule_slack_seconds
+        A tick that starts later than the experiment's interval, the timer's period and this
+        slack after its previous tick counts as behind schedule.
     """
 
     timer_seconds: float = 1.0
     cluster_scan: bool = True
     max_workers: int = 32
     max_providers: int = 64
+    metrics_port: int = DEFAULT_METRICS_PORT
+    metrics_address: str = "0.0.0.0"
+    schedule_slack_seconds: float = 1.0
 
     def __post_init__(self) -> None:
         if not math.isfinite(self.timer_seconds) or self.timer_seconds <= 0:
@@ -51,10 +61,21 @@ class OperatorConfig:
         for name in ("max_workers", "max_providers"):
             if getattr(self, name) < 1:
                 raise InvalidInputError(f"{name} must be at least 1, not {getattr(self, name)!r}")
+        if not 0 <= self.metrics_port <= 65535:
+            raise InvalidInputError(f"--metrics-port must be a port (0 to 65535), not {self.metrics_port!r}")
+        if not math.isfinite(self.schedule_slack_seconds) or self.schedule_slack_seconds < 0:
+            raise InvalidInputError(
+                f"schedule_slack_seconds must be a non-negative number, not {self.schedule_slack_seconds!r}"
+            )
 
     @classmethod
     def from_environment(
-        cls, environ: Mapping[str, str] | None = None, *, cluster_scan: bool = True
+        cls,
+        environ: Mapping[str, str] | None = None,
+        *,
+        cluster_scan: bool = True,
+        metrics_port: int = DEFAULT_METRICS_PORT,
+        metrics_address: str = "0.0.0.0",
     ) -> OperatorConfig:
         """The configuration from ``environ`` (default: the process's) and the flags given."""
         env = os.environ if environ is None else environ
@@ -63,4 +84,9 @@ class OperatorConfig:
             timer = float(raw)
         except ValueError:
             raise InvalidInputError(f"{TIMER_ENV} must be a number of seconds, not {raw!r}") from None
-        return cls(timer_seconds=timer, cluster_scan=cluster_scan)
+        return cls(
+            timer_seconds=timer,
+            cluster_scan=cluster_scan,
+            metrics_port=metrics_port,
+            metrics_address=metrics_address,
+        )

@@ -6,7 +6,8 @@
   the calls that are not due for that experiment;
 * create, resume and update run a tick at once, so a new experiment, a restarted operator, a
   changed spec or a manual-control annotation is acted on without waiting for the timer;
-* the delete handler is a finalizer: it restores the champion's routes before the object goes;
+* the delete handler is a finalizer: it restores the champion's routes before the object goes,
+  then drops the experiment's series from the operator's metrics;
 * the startup handler builds the :class:`~modelrollout.controller.runtime.Runtime` from the
   configuration in kopf's memo and keeps it there.
 
@@ -25,7 +26,9 @@ import kopf
 from modelrollout.api.experiment import GROUP, PLURAL, VERSION
 from modelrollout.controller import tick
 from modelrollout.controller.config import OperatorConfig
-from modelrollout.controller.runtime import MEMO_CONFIG, MEMO_RUNTIME, Runtime, runtime_of
+from modelrollout.controller.runtime import MEMO_CONFIG, MEMO_METRICS, MEMO_RUNTIME, Runtime, runtime_of
+from modelrollout.controller.state import object_memo
+from modelrollout.controller.telemetry import OperatorMetrics
 
 
 def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
@@ -36,7 +39,11 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
 
 def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     config = memo.get(MEMO_CONFIG)
-    runtime = Runtime.start(config if isinstance(config, OperatorConfig) else OperatorConfig())
+    telemetry = memo.get(MEMO_METRICS)
+    runtime = Runtime.start(
+        config if isinstance(config, OperatorConfig) else OperatorConfig(),
+        telemetry if isinstance(telemetry, OperatorMetrics) else None,
+    )
     runtime.configure(settings)
     memo[MEMO_RUNTIME] = runtime
 
@@ -56,7 +63,10 @@ def timer(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> No
 
 
 def deleted(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
-    tick.finalize(runtime_of(memo), body, logger)
+    runtime = runtime_of(memo)
+    tick.finalize(runtime, body, logger)
+    with object_memo(memo).lock:  # after a tick in flight, which would record the figures again
+        tick.forget(runtime, body)
 
 
 def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,13 +22,15 @@ from modelrollout.api.observations import SpecProblem, Unknown
 from modelrollout.api.spec import ModelExperimentSpec, Prometheus
 from modelrollout.controller.config import OperatorConfig
 from modelrollout.controller.kube import FINALIZER, KubeCluster
+from modelrollout.controller.telemetry import OperatorMetrics
 from modelrollout.metrics.credentials import Credentials, read_credentials
 from modelrollout.metrics.prometheus import PrometheusProvider
 from modelrollout.routing import Router, router_for
 
-#: The key of the runtime and of the configuration in kopf's memo.
+#: The keys of the runtime, the configuration and the operator's metrics in kopf's memo.
 MEMO_RUNTIME = "modelrollout_runtime"
 MEMO_CONFIG = "modelrollout_config"
+MEMO_METRICS = "modelrollout_metrics"
 
 
 @dataclass
@@ -58,11 +61,13 @@ class ProviderCache:
     default (``--web.max-connections``), so past about 500 experiments every tick of the others
     waited for its timeout and read as an outage (``bench/operator_scale.py``). Shared, the
     connections to one Prometheus are bounded by the workers. The least recently used
-    configuration is closed past ``limit`` (rotated credentials leave old ones).
+    configuration is closed past ``limit`` (rotated credentials leave old ones). Each provider
+    tells ``on_error`` of its failed requests (the operator's query error counter).
     """
 
     pool_size: int
     limit: int
+    on_error: Callable[[str], None] | None = None
     providers: OrderedDict[tuple[Any, ...], PrometheusProvider] = field(default_factory=OrderedDict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -73,7 +78,9 @@ class ProviderCache:
             if found is not None:
                 self.providers.move_to_end(key)
                 return found
-            provider = PrometheusProvider.from_spec(prometheus, credentials, pool_size=self.pool_size)
+            provider = PrometheusProvider.from_spec(
+                prometheus, credentials, pool_size=self.pool_size, on_error=self.on_error
+            )
             self.providers[key] = provider
             while len(self.providers) > self.limit:
                 _, oldest = self.providers.popitem(last=False)
@@ -94,13 +101,22 @@ class Runtime:
     config: OperatorConfig
     clients: Clients
     providers: ProviderCache
+    telemetry: OperatorMetrics
 
     @classmethod
-    def start(cls, operator_config: OperatorConfig) -> Runtime:
+    def start(cls, operator_config: OperatorConfig, telemetry: OperatorMetrics | None = None) -> Runtime:
+        """The runtime of ``operator_config``; ``telemetry`` is the one ``run`` serves (else a new,
+        unserved one)."""
+        telemetry = telemetry if telemetry is not None else OperatorMetrics()
         return cls(
             operator_config,
             Clients.from_environment(),
-            ProviderCache(pool_size=operator_config.max_workers, limit=operator_config.max_providers),
+            ProviderCache(
+                pool_size=operator_config.max_workers,
+                limit=operator_config.max_providers,
+                on_error=telemetry.query_error,
+            ),
+            telemetry,
         )
 
     @property

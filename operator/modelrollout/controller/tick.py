@@ -10,7 +10,9 @@ Order matters and is the design's promise that a restart neither repeats nor ski
    tick and reported with an Event;
 4. **write the status** with the ``resourceVersion`` that was read (409 → :class:`kopf.TemporaryError`
    and a fresh tick; nothing half-written);
-5. **emit** the decision's Events, after the status is stored, then tell the notification sinks.
+5. **emit** the decision's Events, after the status is stored, then tell the notification sinks;
+6. **record** the decision and the figures of the status in the operator's own metrics
+   (:mod:`~modelrollout.controller.telemetry`).
 
 If the operator dies between 3 and 4, the next tick starts from the old status: the routes are set
 back to it (an Event says so) and the policy takes the step again, recorded once.
@@ -22,6 +24,7 @@ handlers' entry, which gets them from the :class:`~modelrollout.controller.runti
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -43,6 +46,7 @@ from modelrollout.controller.notify import notify
 from modelrollout.controller.observe import ProviderOrReason, observe
 from modelrollout.controller.runtime import Runtime
 from modelrollout.controller.state import ObjectMemo, is_stale, object_memo
+from modelrollout.controller.telemetry import OperatorMetrics
 from modelrollout.policy import decide, record_achieved
 from modelrollout.policy.decision import Decision
 from modelrollout.routing import ConflictError, Mirror, Router, RouteState, TargetError
@@ -69,20 +73,36 @@ def tick(runtime: Runtime, body: kopf.Body, memo: kopf.Memo, logger: Any, *, for
         if is_stale(body, state):
             state.stale_bodies += 1
             return  # the watch has not caught up with the status we wrote: act on it next time
+        behind = _behind_schedule(runtime, state, spec, now)
         state.last_tick = now
         namespace = (body.get("metadata") or {})["namespace"]
-        run_tick(
-            body,
-            spec,
-            state,
-            now,
-            logger,
-            router=runtime.router(spec),
-            provider=runtime.provider(spec, namespace),
-            cluster=runtime.cluster,
-        )
+        started = time.monotonic()
+        try:
+            run_tick(
+                body,
+                spec,
+                state,
+                now,
+                logger,
+                router=runtime.router(spec),
+                provider=runtime.provider(spec, namespace),
+                cluster=runtime.cluster,
+                telemetry=runtime.telemetry,
+            )
+        finally:
+            runtime.telemetry.observe_tick(time.monotonic() - started, behind_schedule=behind)
     finally:
         state.lock.release()
+
+
+def _behind_schedule(runtime: Runtime, state: ObjectMemo, spec: ModelExperimentSpec, now: datetime) -> bool:
+    """Whether this tick starts later than the interval, the timer's period and the slack after
+    the previous tick of this process (the timer only fires every ``timer_seconds``)."""
+    if state.last_tick is None:
+        return False
+    config = runtime.config
+    slack = timedelta(seconds=config.timer_seconds + config.schedule_slack_seconds)
+    return now - state.last_tick > parse_duration(spec.rollout.interval) + slack
 
 
 def _due(state: ObjectMemo, spec: ModelExperimentSpec, now: datetime) -> bool:
@@ -101,8 +121,10 @@ def run_tick(
     router: Router,
     provider: ProviderOrReason,
     cluster: Cluster,
+    telemetry: OperatorMetrics | None = None,
 ) -> Decision:
-    """Observe, decide, apply the routes, write the status, emit the Events (see the module)."""
+    """Observe, decide, apply the routes, write the status, emit the Events, record the figures
+    (see the module)."""
     metadata = body.get("metadata") or {}
     namespace, name = metadata["namespace"], metadata["name"]
     old_status_json = dict(body.get("status") or {})
@@ -125,6 +147,9 @@ def run_tick(
         cluster.emit(body, event.type.value, event.reason, event.message)
     if spec.notifications:
         notify(body, spec, status, decision.status, cluster)
+    if telemetry is not None and not metadata.get("deletionTimestamp"):
+        previous = status.phase if old_status_json.get("phase") else None
+        telemetry.record(namespace, name, spec, decision.status, rule=decision.rule, previous_phase=previous)
     logger.info(
         "tick",
         extra={
@@ -178,6 +203,12 @@ def _apply_routes(
 def _route_state(decision: Decision) -> RouteState:
     mirrors = tuple(Mirror(variant=v, percent=float(p)) for v, p in decision.routes.mirrors.items() if p > 0)
     return RouteState(weights=dict(decision.routes.weights), mirrors=mirrors)
+
+
+def forget(runtime: Runtime, body: Mapping[str, Any]) -> None:
+    """Drop the experiment's series from the operator's metrics (it is being deleted)."""
+    metadata = body.get("metadata") or {}
+    runtime.telemetry.forget(metadata["namespace"], metadata["name"])
 
 
 def finalize(runtime: Runtime, body: kopf.Body, logger: Any) -> None:

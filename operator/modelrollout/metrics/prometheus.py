@@ -30,7 +30,9 @@ a variant without a series (a required field)   ``no data for variant <v> from <
                                                 ...)``
 =============================================  ==================================================
 
-Nothing here raises into the caller, whatever the failure.
+Nothing here raises into the caller, whatever the failure. Each failed request is also handed,
+as one word of :data:`QUERY_ERROR_REASONS`, to the provider's ``on_error`` callback (the operator
+counts them in ``modelrollout_prometheus_query_errors_total{reason}``).
 
 :meth:`PrometheusProvider.check` parses every selector, as a range ``<selector>[1m]`` (which PromQL
 allows only on a series selector), with ``/api/v1/format_query`` (Prometheus 2.38 and later: a
@@ -49,7 +51,7 @@ import os
 import re
 import tempfile
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal
@@ -75,14 +77,29 @@ _STATUS_MESSAGE = re.compile(r"HTTP Status Code (\d+) \((.*)\)\s*$", re.DOTALL)
 _ERRNO = re.compile(r"\[Errno -?\d+\] ([^'\")]+)")
 _FailureKind = Literal["unreachable", "bad_data", "missing_endpoint", "other"]
 
+#: Why a request failed, in one word (a closed set: the label of the operator's error counter).
+QUERY_ERROR_REASONS: Final = (
+    "unreachable",  # no connection: refused, DNS, TLS, connect timeout
+    "timeout",  # no answer within the timeout, or Prometheus's own evaluation timed out
+    "bad_data",  # HTTP 400: the PromQL does not parse
+    "unauthorized",  # HTTP 401 or 403
+    "execution",  # HTTP 422: Prometheus could not evaluate the query
+    "not_found",  # HTTP 404: not the base URL of a Prometheus API
+    "http_error",  # any other HTTP status
+    "unreadable",  # an answer that is not JSON, or not of the expected shape
+    "other",  # anything else
+)
+
 
 @dataclass(frozen=True)
 class _Failure:
-    """Why a request gave no answer: the reason for an Unknown, its kind, and Prometheus's words."""
+    """Why a request gave no answer: the reason for an Unknown, its kind, Prometheus's words, and
+    the one word of :data:`QUERY_ERROR_REASONS` it counts under."""
 
     reason: str
     kind: _FailureKind
     message: str = ""
+    label: str = "other"
 
 
 def _body_of(exc: PrometheusApiClientException) -> tuple[int | None, bytes]:
@@ -138,6 +155,9 @@ class PrometheusProvider:
         private temporary file for the HTTP client, removed by :meth:`close`.
     max_concurrency
         Queries of one tick in flight at once in the ``a``-methods (threads).
+    on_error
+        Called with the failure's word of :data:`QUERY_ERROR_REASONS` for each request that gets
+        no usable answer (from any thread; it must be quick and must not raise).
     """
 
     def __init__(
@@ -149,6 +169,7 @@ class PrometheusProvider:
         ca_pem: str | None = None,
         max_concurrency: int = DEFAULT_CONCURRENCY,
         pool_size: int = 10,
+        on_error: Callable[[str], None] | None = None,
     ) -> None:
         if not isinstance(address, str) or not address.startswith(("http://", "https://")):
             raise InvalidInputError(f"address must be an http:// or https:// URL, got {address!r}")
@@ -159,6 +180,7 @@ class PrometheusProvider:
         self.address = address.rstrip("/")
         self.timeout = float(timeout)
         self.max_concurrency = max_concurrency
+        self._on_error = on_error
         self._headers = {"Accept": "application/json"}
         if bearer_token:
             self._headers["Authorization"] = f"Bearer {bearer_token}"
@@ -211,30 +233,39 @@ class PrometheusProvider:
 
     # --- one request ----------------------------------------------------------------------------
 
-    def _unreachable(self, cause: str) -> _Failure:
-        return _Failure(f"Prometheus unreachable at {self.address}: {cause}", "unreachable")
+    def _unreachable(self, cause: str, label: str = "unreachable") -> _Failure:
+        return _Failure(f"Prometheus unreachable at {self.address}: {cause}", "unreachable", label=label)
+
+    def _failed(self, failure: _Failure) -> _Failure:
+        """``failure``, after telling ``on_error`` about it."""
+        if self._on_error is not None:
+            self._on_error(failure.label)
+        return failure
 
     def _http_failure(self, status: int | None, body: bytes, path: str) -> _Failure:
         error_type, error = _prometheus_error(body)
         if status == 400 and error_type == "bad_data":
-            return _Failure(f"PromQL error in {path}: {error}", "bad_data", error)
+            return _Failure(f"PromQL error in {path}: {error}", "bad_data", error, "bad_data")
         if status in (401, 403):
             return _Failure(
                 f"Prometheus at {self.address} refused the query (HTTP {status}): {error}; check "
                 "spec.metrics.prometheus.bearerTokenSecretRef",
                 "other",
+                label="unauthorized",
             )
         if status == 422 or error_type == "execution":
-            return _Failure(f"Prometheus could not evaluate {path}: {error}", "other", error)
+            return _Failure(f"Prometheus could not evaluate {path}: {error}", "other", error, "execution")
         if error_type in ("timeout", "canceled"):
-            return _Failure(f"Prometheus timed out evaluating {path}: {error}", "other", error)
+            return _Failure(f"Prometheus timed out evaluating {path}: {error}", "other", error, "timeout")
         if status == 404:
             return _Failure(
                 f"Prometheus at {self.address} answered HTTP 404 (is the address the base URL of the "
                 f"Prometheus API?): {error}",
                 "missing_endpoint",
+                label="not_found",
             )
-        return _Failure(f"Prometheus at {self.address} answered HTTP {status} for {path}: {error}", "other")
+        reason = f"Prometheus at {self.address} answered HTTP {status} for {path}: {error}"
+        return _Failure(reason, "other", label="http_error")
 
     def _request_failure(self, exc: Exception, path: str) -> _Failure:
         """The failure for an exception of the HTTP client."""
@@ -247,7 +278,7 @@ class PrometheusProvider:
             # without read retries, urllib3 reports a read timeout as "max retries exceeded"
             isinstance(exc, requests.exceptions.ConnectionError) and "Read timed out" in str(exc)
         ):
-            return self._unreachable(f"no answer within {self.timeout:g} s")
+            return self._unreachable(f"no answer within {self.timeout:g} s", "timeout")
         if isinstance(exc, requests.exceptions.SSLError):
             return self._unreachable(f"TLS error: {_cause(exc)}")
         if isinstance(exc, requests.exceptions.ConnectionError):
@@ -256,6 +287,7 @@ class PrometheusProvider:
             return _Failure(
                 f"Prometheus at {self.address} gave an unreadable answer for {path}: {type(exc).__name__}",
                 "other",
+                label="unreadable",
             )
         what = f"{type(exc).__name__}: {exc}"
         if isinstance(exc, requests.exceptions.RequestException):
@@ -277,7 +309,7 @@ class PrometheusProvider:
         try:
             return self._client.custom_query(promql, params=params, timeout=self.timeout)
         except Exception as exc:  # every failure becomes a reason, see the module docstring
-            return self._request_failure(exc, path)
+            return self._failed(self._request_failure(exc, path))
 
     def _parse(self, promql: str, path: str) -> _Failure | None:
         """Whether ``promql`` parses: None, or the failure (``bad_data`` for a syntax or type error)."""
@@ -290,12 +322,12 @@ class PrometheusProvider:
                     timeout=self.timeout,
                 )
             except Exception as exc:
-                return self._request_failure(exc, path)
+                return self._failed(self._request_failure(exc, path))
             if response.status_code == 200:
                 return None
             failure = self._http_failure(response.status_code, response.content, path)
             if failure.kind != "missing_endpoint":
-                return failure
+                return self._failed(failure)
             self._format_query_supported = False
         answer = self._query(promql, path, datetime.now(UTC))
         return answer if isinstance(answer, _Failure) else None

@@ -36,7 +36,8 @@ from kubernetes.client.exceptions import ApiException
 
 from modelrollout.api.experiment import GROUP, PLURAL, VERSION
 from modelrollout.devstack.controlplane.env import LocalEnv
-from modelrollout.devstack.controlplane.procs import ManagedProcess
+from modelrollout.devstack.controlplane.kube import http_get
+from modelrollout.devstack.controlplane.procs import ManagedProcess, free_port
 from modelrollout.devstack.controlplane.prometheus import Prometheus
 from modelrollout.devstack.sim.loadgen import LoadConfig
 from modelrollout.devstack.sim.mesh import MeshConfig
@@ -47,7 +48,8 @@ from modelrollout.errors import ModelRolloutError
 #: Starts the operator another way: (the arguments of ``modelrollout``, the environment it needs) ->
 #: the argv to start (see :meth:`World.given_operator`).
 OperatorCommand = Callable[[list[str], dict[str, str]], Sequence[str]]
-
+#: The Prometheus job of the operator's own metrics (``/metrics`` of ``modelrollout run``).
+OPERATOR_JOB = "modelrollout-operator"
 ISTIO = ("networking.istio.io", "v1", "virtualservices")
 GATEWAY = ("gateway.networking.k8s.io", "v1", "httproutes")
 APP = "ranker"
@@ -204,6 +206,8 @@ class World:
         self.load: LoadRun | None = None
         self.operator: ManagedProcess | None = None
         self.operator_starts = 0
+        #: Where the operator serves its own metrics (``http://127.0.0.1:<port>/metrics``).
+        self.operator_metrics_port: int | None = None
         self.experiment_name: str | None = None
         self.provider = "istio"
         self.recorder: WeightsRecorder | None = None
@@ -322,7 +326,9 @@ class World:
     def given_operator(
         self, *, timer_seconds: float = 0.5, command: OperatorCommand | None = None
     ) -> ManagedProcess:
-        """The operator as its own process, watching this namespace.
+        """The operator as its own process, watching this namespace, with its own metrics on a free
+        loopback port that Prometheus scrapes (job ``modelrollout-operator``; not waited for: see
+        :meth:`wait_for_operator_scraped`).
 
         By default ``python -m modelrollout.cli run --namespace NS`` of this checkout. ``command``
         starts another one instead (the image's, under runc): it is given the arguments of
@@ -332,7 +338,9 @@ class World:
         self.operator_starts += 1
         needs = {"KUBECONFIG": str(self.env.admin_kubeconfig),
                  "MODELROLLOUT_TIMER_SECONDS": str(timer_seconds), "PYTHONUNBUFFERED": "1"}
-        args = ["run", "--namespace", self.namespace]
+        self.operator_metrics_port = free_port()
+        args = ["run", "--namespace", self.namespace,
+                f"--metrics-port={self.operator_metrics_port}", "--metrics-address=127.0.0.1"]
         env = dict(os.environ)
         if command is None:
             env.update(needs)
@@ -341,10 +349,25 @@ class World:
             argv = list(command(args, needs))
         self.operator = ManagedProcess(
             f"operator-{self.operator_starts}", argv, self.workdir / f"operator-{self.operator_starts}.log",
-            env=env, cwd=self.workdir,
+            env=env, cwd=self.workdir, ports=[self.operator_metrics_port],
         )
         self.operator.start()
+        # No extra target labels: the operator's series carry their own namespace label (a target
+        # label of the same name would rename it exported_namespace).
+        self.prometheus.set_targets(OPERATOR_JOB, [f"127.0.0.1:{self.operator_metrics_port}"], wait=False)
         return self.operator
+
+    def wait_for_operator_scraped(self, timeout: float = 30.0) -> None:
+        """Wait until Prometheus scrapes the operator's ``/metrics`` healthily."""
+        self.prometheus.wait_for_targets(OPERATOR_JOB, 1, up=True, timeout=timeout)
+
+    def operator_metrics(self) -> str:
+        """What the operator's ``/metrics`` serves now."""
+        assert self.operator_metrics_port is not None, "given_operator first"
+        status, body = http_get(f"http://127.0.0.1:{self.operator_metrics_port}/metrics", timeout=5)
+        if status != 200:
+            raise ScenarioError(f"the operator's /metrics answered {status}: {body[:300]}")
+        return body
 
     def stop_operator(self, *, kill: bool = False) -> None:
         if self.operator is None:
