@@ -146,6 +146,10 @@ class Runtime:
         settings.posting.level = 20  # logging.INFO
         settings.execution.max_workers = self.config.max_workers
         settings.watching.server_timeout = 300
+        # A deleted experiment's timer may be mid-tick (a Prometheus query, a route patch); kopf
+        # then re-checks whether it has exited every cancellation_polling seconds, 60 by default,
+        # and only then releases the finalizer: a delete that took a minute for a tick of a second.
+        settings.background.cancellation_polling = 1.0
 
 
 def runtime_of(memo: kopf.Memo) -> Runtime:
