@@ -42,6 +42,7 @@ def test_the_timer_skips_a_stale_body_and_acts_on_a_current_one(monkeypatch: pyt
 
     class Runtime:  # the tick's factories; run_tick is replaced, so they are not used
         cluster = None
+        can_write = None
 
         def router(self, spec: object) -> None:
             return None

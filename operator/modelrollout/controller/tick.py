@@ -15,6 +15,10 @@ Order matters and is the design's promise that a restart neither repeats nor ski
 If the operator dies between 3 and 4, the next tick starts from the old status: the routes are set
 back to it (an Event says so) and the policy takes the step again, recorded once.
 
+With leader election every write of 3, 4 and 5 (routes, status, Events, notifications) first asks the
+guard ``can_write`` (:mod:`~modelrollout.controller.leader`): a tick that was in flight when its
+process lost the Lease raises :class:`~modelrollout.errors.FencedError` at its next write instead.
+
 :func:`run_tick` takes its router, its metrics provider and its :class:`Cluster` as arguments,
 typed against their protocols, so its ordering is unit-tested with fakes; :func:`tick` is the
 handlers' entry, which gets them from the :class:`~modelrollout.controller.runtime.Runtime`.
@@ -45,7 +49,7 @@ from modelrollout.controller.runtime import Runtime
 from modelrollout.controller.state import ObjectMemo, is_stale, object_memo
 from modelrollout.policy import decide, record_achieved
 from modelrollout.policy.decision import Decision
-from modelrollout.routing import ConflictError, Mirror, Router, RouteState, TargetError
+from modelrollout.routing import CanWrite, ConflictError, Mirror, Router, RouteState, TargetError
 
 
 def _now() -> datetime:
@@ -80,6 +84,7 @@ def tick(runtime: Runtime, body: kopf.Body, memo: kopf.Memo, logger: Any, *, for
             router=runtime.router(spec),
             provider=runtime.provider(spec, namespace),
             cluster=runtime.cluster,
+            can_write=runtime.can_write,
         )
     finally:
         state.lock.release()
@@ -101,8 +106,11 @@ def run_tick(
     router: Router,
     provider: ProviderOrReason,
     cluster: Cluster,
+    can_write: CanWrite | None = None,
 ) -> Decision:
-    """Observe, decide, apply the routes, write the status, emit the Events (see the module)."""
+    """Observe, decide, apply the routes, write the status, emit the Events (see the module).
+
+    ``can_write`` fences the notifications (the router and the cluster fence their own writes)."""
     metadata = body.get("metadata") or {}
     namespace, name = metadata["namespace"], metadata["name"]
     old_status_json = dict(body.get("status") or {})
@@ -124,7 +132,7 @@ def run_tick(
     for event in decision.events:
         cluster.emit(body, event.type.value, event.reason, event.message)
     if spec.notifications:
-        notify(body, spec, status, decision.status, cluster)
+        notify(body, spec, status, decision.status, cluster, can_write=can_write)
     logger.info(
         "tick",
         extra={
