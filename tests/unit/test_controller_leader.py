@@ -501,3 +501,21 @@ def test_exit_lost_exits_at_once_with_its_own_code(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(leader.os, "_exit", fake_exit)
     leader.exit_lost("test")
     assert codes == [ExitCode.LEASE_LOST] == [3]
+
+
+def test_a_standby_tries_again_right_when_the_lease_expires(store: Store, clock: Clock) -> None:
+    a, b = Replica(store, clock, "a"), Replica(store, clock, "b")
+    assert a.elector.try_acquire_or_renew()
+    store.down.add("a")
+    waits: list[float] = []
+
+    def wait(event: threading.Event, seconds: float) -> bool:
+        waits.append(seconds)
+        return clock.wait(event, seconds)
+
+    b.elector._wait = wait
+    started = clock.t
+    assert b.elector.acquire(threading.Event())
+    assert clock.t - started == pytest.approx(15.01)  # not at the next retry period after expiry
+    assert all(w <= 2.0 * leader.JITTER for w in waits)
+

@@ -335,7 +335,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     log_format = kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.FULL
     kopf.configure(verbose=args.verbose, log_format=log_format, log_refkey="experiment")
 
-    def operate(can_write: Any = None, stop: Any = None) -> None:
+    def operate(can_write: Any = None) -> None:
         memo: dict[str, Any] = {MEMO_CONFIG: config}
         if can_write is not None:
             memo[MEMO_CAN_WRITE] = can_write
@@ -346,7 +346,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
             standalone=True,
             liveness_endpoint=args.liveness,
             memo=kopf.Memo(memo),
-            stop_flag=stop,
         )
 
     if lease is None:
@@ -357,7 +356,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     return leader.run_elected(
         lease,
-        lambda guard, stop: operate(guard.can_write, stop),
+        lambda guard, _stop: operate(guard.can_write),
         api=Clients.from_environment().api,
         liveness=args.liveness,
     )

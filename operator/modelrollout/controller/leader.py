@@ -212,7 +212,8 @@ class LeaderGuard:
 def exit_lost(reason: str) -> None:
     """End the process at once: a deposed leader writes nothing more (no cleanup, no kopf)."""
     with contextlib.suppress(Exception):
-        log.error("lost the leader's Lease: %s; exiting with code %d", reason, ExitCode.LEASE_LOST)
+        log.error("lost the leader's Lease: %s (noticed by thread %s); exiting with code %d", reason,
+                  threading.current_thread().name, ExitCode.LEASE_LOST)
         for handler in logging.getLogger().handlers + log.handlers:
             handler.flush()
     with contextlib.suppress(Exception):
@@ -472,9 +473,19 @@ class LeaderElector:
         while not stop.is_set():
             if self.try_acquire_or_renew():
                 return True
-            if self._wait(stop, self.config.retry_period * (1 + self._rng.uniform(0, JITTER - 1))):
+            if self._wait(stop, self._next_attempt()):
                 return False
         return False
+
+    def _next_attempt(self) -> float:
+        """Seconds to the next attempt of a standby: a retry period (with up to 20 % jitter, so
+        that standbys spread out), or sooner when the lease expires sooner on this clock."""
+        wait = self.config.retry_period * (1 + self._rng.uniform(0, JITTER - 1))
+        record = self.observed
+        if record is not None and record.holder and record.holder != self.config.identity:
+            expires_in = self._observed_at + record.lease_duration_seconds - self._clock()
+            wait = min(wait, max(expires_in, 0.0) + 0.01)
+        return wait
 
     def hold(self, stop: threading.Event) -> str | None:
         """Renew every retry period until ``stop`` is set (None) or the lease is lost (the reason;
@@ -555,8 +566,9 @@ class StandbyHealth:
 
 
 def _stop_on_signals(stop: threading.Event) -> None:
-    """SIGTERM and SIGINT set ``stop`` until kopf installs its own handlers (kopf.run also watches
-    ``stop``), so a standby stops cleanly and a signal in between is not lost."""
+    """SIGTERM and SIGINT set ``stop`` until kopf installs its own handlers, so that a standby stops
+    cleanly. (``stop`` is not given to kopf as its stop flag: kopf waits for a threading flag in an
+    executor thread that nothing would end, and the process would hang at exit.)"""
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
 
@@ -564,7 +576,8 @@ def _stop_on_signals(stop: threading.Event) -> None:
 def run_elected(config: LeaseConfig, operate: Callable[[LeaderGuard, threading.Event], None], *,
                 api: client.ApiClient, liveness: str | None = None,
                 on_lost: Callable[[str], None] = exit_lost) -> int:
-    """Wait for the Lease, then ``operate(guard, stop)`` (kopf) while renewing it; release it after.
+    """Wait for the Lease, then ``operate(guard, stop)`` (kopf, which handles SIGTERM itself) while
+    renewing it; release it after.
 
     The exit code is 0 after a graceful stop; a lost lease ends the process from ``on_lost``.
     """
@@ -591,7 +604,8 @@ def run_elected(config: LeaseConfig, operate: Callable[[LeaderGuard, threading.E
     holder = threading.Thread(target=elector.hold, args=(stop,), name="lease-renewal", daemon=True)
     holder.start()
     try:
-        operate(guard, stop)
+        if not stop.is_set():  # a signal since the lease was acquired: do not start kopf at all
+            operate(guard, stop)
     finally:
         stop.set()
         holder.join(timeout=config.retry_period + 1)
