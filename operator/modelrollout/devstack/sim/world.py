@@ -200,6 +200,8 @@ class World:
         self.load: LoadRun | None = None
         self.operator: ManagedProcess | None = None
         self.operator_starts = 0
+        #: The replicas started with leader election, by name.
+        self.operators: dict[str, ManagedProcess] = {}
         self.experiment_name: str | None = None
         self.provider = "istio"
         self.recorder: WeightsRecorder | None = None
@@ -215,6 +217,10 @@ class World:
         if self.recorder is not None:
             self.recorder.stop()
         self.stop_operator()
+        for process in self.operators.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(process.pid, signal.SIGCONT)  # a frozen one stops gracefully too
+            process.stop()
         self.stack.stop()
 
     # ---- Given ----------------------------------------------------------------------------------
@@ -315,20 +321,38 @@ class World:
         )
         return self.load
 
-    def given_operator(self, *, timer_seconds: float = 0.5) -> ManagedProcess:
-        """The operator as its own process, watching this namespace."""
+    def given_operator(self, *, timer_seconds: float = 0.5, leader_elect: bool = False) -> ManagedProcess:
+        """The operator as its own process, watching this namespace. With ``leader_elect``, a replica
+        of ``run --leader-elect`` (identity ``operator-N``, the Lease ``modelrollout-leader`` in this
+        namespace): start two for a leader and a standby."""
         self.operator_starts += 1
+        name = f"operator-{self.operator_starts}"
         env = dict(os.environ)
         env["KUBECONFIG"] = str(self.env.admin_kubeconfig)
         env["MODELROLLOUT_TIMER_SECONDS"] = str(timer_seconds)
         env["PYTHONUNBUFFERED"] = "1"
         argv = [self.python, "-m", "modelrollout.cli", "run", "--namespace", self.namespace]
-        self.operator = ManagedProcess(
-            f"operator-{self.operator_starts}", argv, self.workdir / f"operator-{self.operator_starts}.log",
-            env=env, cwd=self.workdir,
-        )
-        self.operator.start()
-        return self.operator
+        if leader_elect:
+            env["POD_NAME"] = name
+            argv += ["--leader-elect", "--lease-namespace", self.namespace]
+        process = ManagedProcess(name, argv, self.workdir / f"{name}.log", env=env, cwd=self.workdir)
+        process.start()
+        if leader_elect:
+            self.operators[name] = process
+        else:
+            self.operator = process
+        return process
+
+    def lease_holder(self) -> str | None:
+        """Who holds the leader election Lease of this namespace (None: no Lease yet)."""
+        try:
+            lease = client.CoordinationV1Api(self.api).read_namespaced_lease("modelrollout-leader",
+                                                                             self.namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return str(lease.spec.holder_identity or "")
 
     def stop_operator(self, *, kill: bool = False) -> None:
         if self.operator is None:
@@ -532,6 +556,8 @@ class World:
         history = [f"{h.get('toPhase')}@{h.get('toStep')}:{h.get('reason')}" for h in st.get("history", [])]
         history = history[-6:]
         tail = self.operator.log_tail(15) if self.operator is not None else ""
+        for name, process in self.operators.items():
+            tail += f"\n{name}:\n{process.log_tail(8)}"
         strata = [{k: x.get(k) for k in ("step", "weights", "totals")} for x in st.get("strata", [])]
         return (f"phase={st.get('phase')} step={st.get('currentStep')} weights={st.get('weights')} "
                 f"routes={self._safe_routes()} conditions={conditions} history={history}\n"
