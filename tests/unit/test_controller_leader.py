@@ -519,3 +519,17 @@ def test_a_standby_tries_again_right_when_the_lease_expires(store: Store, clock:
     assert clock.t - started == pytest.approx(15.01)  # not at the next retry period after expiry
     assert all(w <= 2.0 * leader.JITTER for w in waits)
 
+
+
+def test_run_parses_the_lease_flags_and_refuses_bad_timings(capsys: pytest.CaptureFixture[str]) -> None:
+    from modelrollout.cli import build_parser, main
+
+    args = build_parser().parse_args(["run", "-n", "shop", "--leader-elect"])
+    assert (args.leader_elect, args.lease_name, args.lease_namespace) == (True, "modelrollout-leader", None)
+    assert (args.lease_duration, args.renew_deadline, args.retry_period) == ("15s", "10s", "2s")
+    assert not build_parser().parse_args(["run", "-n", "shop"]).leader_elect
+    # Checked before anything starts: one line, exit code 2.
+    assert main(["run", "-n", "shop", "--leader-elect", "--lease-duration", "10s"]) == 2
+    assert "--lease-duration (10s) must be longer than --renew-deadline (10s)" in capsys.readouterr().err
+    assert main(["run", "-n", "shop", "--leader-elect", "--retry-period", "soon"]) == 2
+    assert "--retry-period: duration must look like 30s" in capsys.readouterr().err
