@@ -352,7 +352,7 @@ class World:
             if exc.status == 404:
                 return None
             raise
-        return str(lease.spec.holder_identity or "")
+        return str((lease.spec.holder_identity if lease.spec else None) or "")
 
     def stop_operator(self, *, kill: bool = False) -> None:
         if self.operator is None:
