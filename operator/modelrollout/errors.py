@@ -21,6 +21,9 @@ class ExitCode(IntEnum):
     FAILED = 1
     #: Bad input: a flag, a value, a file, a spec.
     USAGE = 2
+    #: ``modelrollout run --leader-elect`` lost its Lease (or could not renew it before the renew
+    #: deadline) and exited at once, writing nothing more; the Deployment starts it again as a standby.
+    LEASE_LOST = 3
     #: Interrupted (Ctrl-C), as shells report SIGINT.
     INTERRUPTED = 130
 
@@ -35,3 +38,14 @@ class InvalidInputError(ModelRolloutError, ValueError):
     """An argument is out of its domain; the message names the argument and its value."""
 
     exit_code: ClassVar[ExitCode] = ExitCode.USAGE
+
+
+class FencedError(ModelRolloutError):
+    """A write refused because this process is no longer sure to hold the leader's Lease.
+
+    With leader election, every write (routes, status, Events, kopf's own patches) first asks the
+    process-wide guard of :mod:`modelrollout.controller.leader`; once the renew deadline has passed
+    without a successful renewal, the guard says no and the write raises this instead of happening.
+    """
+
+    exit_code: ClassVar[ExitCode] = ExitCode.LEASE_LOST

@@ -203,10 +203,10 @@ def who_am_i(api: Any) -> str:
 
 
 def can(api: Any, verb: str, resource: str, *, namespace: str | None = None, group: str = "",
-        subresource: str | None = None) -> bool:
-    """SelfSubjectAccessReview: may the client's identity do ``verb`` on ``resource``?"""
+        subresource: str | None = None, name: str | None = None) -> bool:
+    """SelfSubjectAccessReview: may the client's identity do ``verb`` on ``resource`` (``name``)?"""
     attributes = client.V1ResourceAttributes(verb=verb, group=group, resource=resource,
-                                             namespace=namespace, subresource=subresource)
+                                             namespace=namespace, subresource=subresource, name=name)
     review: Any = client.AuthorizationV1Api(api).create_self_subject_access_review(
         client.V1SelfSubjectAccessReview(spec=client.V1SelfSubjectAccessReviewSpec(
             resource_attributes=attributes)))
@@ -246,10 +246,11 @@ def installed(helm_binary: Path, env: LocalEnv, admin: Any, ns: str,
 
 
 @contextlib.contextmanager
-def operator_process(args: list[str], kubeconfig_path: Path, workdir: Path) -> Iterator[ManagedProcess]:
+def operator_process(args: list[str], kubeconfig_path: Path, workdir: Path,
+                     env: dict[str, str] | None = None) -> Iterator[ManagedProcess]:
     environment = dict(os.environ)
     environment.update(KUBECONFIG=str(kubeconfig_path), MODELROLLOUT_TIMER_SECONDS="0.5",
-                       PYTHONUNBUFFERED="1")
+                       PYTHONUNBUFFERED="1", **(env or {}))
     process = ManagedProcess("operator", [sys.executable, "-m", "modelrollout.cli", *args],
                              workdir / "operator.log", env=environment, cwd=workdir)
     process.start()
@@ -272,7 +273,11 @@ MODES = {
     # No cluster-scope rule at all: the operator runs with --no-cluster-scan.
     "named-namespaces-without-observers": lambda workloads: {
         "watchNamespaces": [workloads], "rbac": {"kopfObservers": False}},
+    # Two replicas with leader election: the Lease in the release's namespace, and its Role.
+    "leader-election": lambda workloads: {"replicas": 2, "leaderElection": {"enabled": True}},
 }
+#: The pod name the downward API would give (there is no kubelet here): the leader's identity.
+POD_NAME = "mr-modelrollout-5d4f9-x2x7q"
 
 
 @pytest.mark.parametrize("mode", list(MODES))
@@ -291,7 +296,8 @@ def test_operator_reconciles_with_exactly_the_charts_rbac(
               "metrics": {"bindAddress": "127.0.0.1", "port": metrics_port}}
     try:
         with installed(helm_binary, localenv, k8s_admin, namespace, values) as release:
-            watched = "every namespace" if mode == "all-namespaces" else f"the namespaces {workloads}"
+            watched = "every namespace" if mode in ("all-namespaces", "leader-election") \
+                else f"the namespaces {workloads}"
             assert f"It watches {watched}" in release.notes
             identity = f"system:serviceaccount:{namespace}:{release.service_account}"
             config_path = service_account_kubeconfig(k8s_admin, localenv, namespace, release.service_account,
@@ -301,20 +307,34 @@ def test_operator_reconciles_with_exactly_the_charts_rbac(
                 assert who_am_i(operator_api) == identity
                 given_workloads(k8s_admin, workloads)
                 args = list(release.container.args)
-                with operator_process(args, config_path, tmp_path) as operator:
+                elected = mode == "leader-election"
+                with operator_process(args, config_path, tmp_path,
+                                      {"POD_NAME": POD_NAME} if elected else None) as operator:
                     reconcile_and_check(k8s_admin, workloads, operator, health_port, localenv_prometheus.url)
                     # the chart's metrics port serves the operator's own metrics
                     status, text = http_get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5.0)
                     assert status == 200
                     assert "modelrollout_tick_duration_seconds_count" in text
+                    if elected:
+                        assert lease_holder(k8s_admin, namespace, release) == POD_NAME
+                if elected:  # stopped with SIGTERM: released, with the ServiceAccount's own rights
+                    assert lease_holder(k8s_admin, namespace, release) == ""
+                    assert "with leader election" in release.notes
                 log = operator_log(operator)
                 problems = [line for line in log.splitlines() if any(p in line for p in PERMISSION_PROBLEMS)]
                 assert problems == [], "\n".join(problems[:10])
                 check_denied(operator_api, namespace, workloads, mode)
+                if elected:
+                    check_lease_rights(operator_api, namespace, workloads, release)
             finally:
                 operator_api.close()
     finally:
         delete_namespace(k8s_admin, workloads)
+
+
+def lease_holder(admin: Any, ns: str, release: Release) -> str:
+    lease = client.CoordinationV1Api(admin).read_namespaced_lease(f"{release.name}-modelrollout-leader", ns)
+    return str(lease.spec.holder_identity or "")
 
 
 def reconcile_and_check(admin: Any, ns: str, operator: ManagedProcess, health_port: int,
@@ -414,6 +434,20 @@ def check_denied(api: Any, home: str, workloads: str, mode: str) -> None:
         denied.append(("list", "namespaces", None, "", None))
     allowed = [(verb, resource, ns, group, sub) for verb, resource, ns, group, sub in denied
                if can(api, verb, resource, namespace=ns, group=group, subresource=sub)]
+    assert allowed == []
+
+
+def check_lease_rights(api: Any, home: str, workloads: str, release: Release) -> None:
+    """The leader election Role: create leases, get and update the one Lease, nothing more."""
+    group, lease = "coordination.k8s.io", f"{release.name}-modelrollout-leader"
+    for verb in ("get", "update"):
+        assert can(api, verb, "leases", namespace=home, group=group, name=lease)
+    assert can(api, "create", "leases", namespace=home, group=group)
+    denied = [("get", home, "another-lease"), ("update", home, "another-lease"), ("delete", home, lease),
+              ("patch", home, lease), ("list", home, None), ("watch", home, None),
+              ("create", workloads, None), ("get", workloads, lease), ("update", "kube-system", lease)]
+    allowed = [(verb, ns, name) for verb, ns, name in denied
+               if can(api, verb, "leases", namespace=ns, group=group, name=name)]
     assert allowed == []
 
 

@@ -32,6 +32,7 @@ NAMESPACED = {"watchNamespaces": ["team-a", "team-b"]}
 MONITORING = {"metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "kps"}},
                           "prometheusRule": {"enabled": True, "labels": {"release": "kps"}},
                           "dashboard": {"enabled": True}}}
+HA = {"replicas": 2, "leaderElection": {"enabled": True}}
 
 Rule = tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]
 
@@ -87,8 +88,8 @@ def test_helm_is_the_pinned_build(helm_binary: Path) -> None:
 
 
 @pytest.mark.parametrize("values", [None, NAMESPACED, {"rbac": {"readCredentials": False,
-                                                               "kopfObservers": False}}, MONITORING],
-                         ids=["default", "namespaced", "minimal-rbac", "monitoring"])
+                                                               "kopfObservers": False}}, MONITORING, HA],
+                         ids=["default", "namespaced", "minimal-rbac", "monitoring", "leader-election"])
 def test_lint_strict_passes(helm_binary: Path, values: dict[str, Any] | None) -> None:
     out = helm.lint(helm_binary, CHART, values=values)
     assert "1 chart(s) linted, 0 chart(s) failed" in out
@@ -178,9 +179,8 @@ def test_namespaced_install_has_a_role_per_namespace(namespaced_objects: list[di
 
 
 def test_every_rule_says_which_code_needs_it(helm_binary: Path) -> None:
-    for values in (None, NAMESPACED):
-        text = helm.run(helm_binary, ["template", "mr", str(CHART), "--namespace", "ops",
-                                      *(["--set", "watchNamespaces={team-a}"] if values else [])]).stdout
+    for extra in ([], ["--set", "watchNamespaces={team-a}"], ["--set", "leaderElection.enabled=true"]):
+        text = helm.run(helm_binary, ["template", "mr", str(CHART), "--namespace", "ops", *extra]).stdout
         lines = text.splitlines()
         starts = [i for i, line in enumerate(lines) if line.strip().startswith("- apiGroups:")]
         assert starts
@@ -218,13 +218,15 @@ def test_options_drop_rules_and_change_args(helm_binary: Path) -> None:
 
 
 @pytest.mark.parametrize(("values", "message"), [
-    ({"replicas": 2}, "more than 1 replica would act twice"),
+    ({"replicas": 2}, "without leader election more than 1 replica would act twice"),
+    ({"replicas": 0}, "replicas: at least 1"),
     ({"logFormat": "xml"}, '"xml" is not json or text'),
     ({"serviceAccount": {"create": False}}, "serviceAccount.name is required"),
     ({"metrics": {"port": 8080}}, "the metrics endpoint needs a port of its own"),
     ({"metrics": {"service": {"enabled": False}, "serviceMonitor": {"enabled": True}}},
      "metrics.serviceMonitor: needs metrics.enabled and metrics.service.enabled"),
-], ids=["replicas", "log-format", "service-account-name", "metrics-port", "service-monitor-without-service"])
+], ids=["replicas", "no-replica", "log-format", "service-account-name", "metrics-port",
+        "service-monitor-without-service"])
 def test_bad_values_fail_with_a_reason(helm_binary: Path, values: dict[str, Any], message: str) -> None:
     with pytest.raises(HelmError, match=message):
         helm.template(helm_binary, CHART, values=values)
@@ -463,3 +465,81 @@ def test_the_alert_thresholds_come_from_the_values(helm_binary: Path) -> None:
     assert "< 300" in rules["ModelExperimentRolledBack"]["expr"]
     assert rules["ModelRolloutOperatorMetricsAbsent"]["for"] == "2m"
     assert {r["labels"]["severity"] for r in rules.values()} == {"page"}
+# --- high availability: leader election ------------------------------------------------------------
+
+LEASE_RULES = [
+    {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+    {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+     "resourceNames": ["mr-modelrollout-leader"], "verbs": ["get", "update"]},
+]
+
+
+def test_two_replicas_run_with_leader_election(helm_binary: Path) -> None:
+    objects = helm.template(helm_binary, CHART, release="mr", namespace="ops", values=HA)
+    kinds = sorted(o["kind"] for o in objects)
+    assert kinds == ["ClusterRole", "ClusterRoleBinding", "Deployment", "PodDisruptionBudget", "Role",
+                     "RoleBinding", "Service", "ServiceAccount"]
+    deployment = one(objects, "Deployment")
+    assert deployment["spec"]["replicas"] == 2
+    # A new pod starts as a standby; the old leader, stopped, hands the Lease over.
+    assert deployment["spec"]["strategy"] == {"type": "RollingUpdate",
+                                              "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+    c = container(objects)
+    assert c["args"][4:6] == ["--metrics-port=8081", "--metrics-address=0.0.0.0"]
+    assert c["args"][6:] == ["--leader-elect", "--lease-name=mr-modelrollout-leader", "--lease-namespace=ops",
+                             "--lease-duration=15s", "--renew-deadline=10s", "--retry-period=2s"]
+    args = build_parser().parse_args(c["args"])
+    assert args.leader_elect
+    assert (args.lease_name, args.lease_namespace) == ("mr-modelrollout-leader", "ops")
+    assert (args.lease_duration, args.renew_deadline, args.retry_period) == ("15s", "10s", "2s")
+    # The identity is the pod's name, from the downward API.
+    assert c["env"] == [
+        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+    ]
+    # The Lease: create (which cannot name its object), and get/update of that one Lease only.
+    role = one(objects, "Role")
+    assert role["metadata"]["name"] == "mr-modelrollout-leader-election"
+    assert role["metadata"]["namespace"] == "ops"
+    assert role["rules"] == LEASE_RULES
+    binding = one(objects, "RoleBinding")
+    assert binding["metadata"]["namespace"] == "ops"
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                                  "name": "mr-modelrollout-leader-election"}
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "mr-modelrollout", "namespace": "ops"}]
+    # A drain keeps one pod; the two prefer different nodes.
+    pdb = one(objects, "PodDisruptionBudget")
+    assert pdb["apiVersion"] == "policy/v1"
+    assert pdb["spec"] == {"minAvailable": 1, "selector": deployment["spec"]["selector"]}
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["affinity"] == {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{
+        "weight": 100, "podAffinityTerm": {"topologyKey": "kubernetes.io/hostname",
+                                           "labelSelector": deployment["spec"]["selector"]}}]}}
+
+
+def test_leader_election_options(helm_binary: Path) -> None:
+    one_replica = helm.template(helm_binary, CHART, release="mr", namespace="ops",
+                                values={"leaderElection": {"enabled": True}})
+    assert sorted(o["kind"] for o in one_replica) == [  # no PDB for one pod
+        "ClusterRole", "ClusterRoleBinding", "Deployment", "Role", "RoleBinding", "Service", "ServiceAccount"]
+    assert "affinity" not in one(one_replica, "Deployment")["spec"]["template"]["spec"]
+    custom = helm.template(helm_binary, CHART, release="mr", namespace="ops", values={
+        "replicas": 3, "leaderElection": {"enabled": True, "leaseName": "ops-leader", "leaseDuration": "30s",
+                                          "renewDeadline": "20s", "retryPeriod": "4s"},
+        "podDisruptionBudget": {"minAvailable": 2}, "affinity": {"nodeAffinity": {"x": 1}},
+        "env": [{"name": "EXTRA", "value": "1"}], "rbac": {"create": False},
+        "serviceAccount": {"create": False, "name": "ops-sa"}})
+    assert sorted(o["kind"] for o in custom) == ["Deployment", "PodDisruptionBudget", "Service"]
+    c = container(custom)
+    assert c["args"][7:] == ["--lease-name=ops-leader", "--lease-namespace=ops", "--lease-duration=30s",
+                             "--renew-deadline=20s", "--retry-period=4s"]
+    assert [e["name"] for e in c["env"]] == ["POD_NAME", "POD_NAMESPACE", "EXTRA"]
+    assert one(custom, "PodDisruptionBudget")["spec"]["minAvailable"] == 2
+    assert one(custom, "Deployment")["spec"]["template"]["spec"]["affinity"] == {"nodeAffinity": {"x": 1}}
+    # Without leader election nothing of it is rendered, and one replica is recreated, never rolled.
+    default = helm.template(helm_binary, CHART, release="mr", namespace="ops")
+    assert not by_kind(default, "Role")
+    assert not by_kind(default, "PodDisruptionBudget")
+    assert "env" not in container(default)
+    assert not [a for a in container(default)["args"] if a.startswith("--lease") or a == "--leader-elect"]
+

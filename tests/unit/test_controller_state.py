@@ -46,6 +46,7 @@ def test_the_timer_skips_a_stale_body_and_acts_on_a_current_one(monkeypatch: pyt
         cluster = None
         config = OperatorConfig()
         telemetry = OperatorMetrics(standard_collectors=False)
+        can_write = None
 
         def router(self, spec: object) -> None:
             return None

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from kubernetes import client
 
-from modelrollout.errors import InvalidInputError
+from modelrollout.errors import FencedError, InvalidInputError
 from modelrollout.routing import (
     ConflictError,
     IstioRouter,
@@ -505,3 +505,24 @@ def test_sticky_routes_deleted_by_someone_are_drift() -> None:
     assert len(result.drift) == 1
     assert "generated sticky routes" in result.drift[0]
     assert len(api.obj["spec"]["http"]) == 3
+
+
+def test_a_fenced_router_writes_nothing_not_even_after_a_conflict() -> None:
+    """The leader election guard is asked before every write, also before each retry after a 409:
+    a process that lost its Lease between two attempts sends no second patch."""
+    api = FakeCustomObjects(vs([base_route()]), conflicts=1)
+    leader = [True]
+    router = IstioRouter(api, retry=RetryPolicy(max_attempts=3, sleep=lambda _s: None),
+                         can_write=lambda: leader[0],
+                         before_write=lambda attempt: leader.__setitem__(0, attempt == 1))
+    with pytest.raises(FencedError, match="VirtualService shop/ranker not written"):
+        router.apply(target(), RouteState({"v0": 90, "v1": 10}))
+    assert len(api.patches) == 1  # the first attempt (409); the retry was refused
+    assert api.obj is not None
+    assert destinations(api.obj["spec"]["http"][0]) == [("ranker-v0", 100)]
+    fenced = IstioRouter(FakeCustomObjects(vs([base_route()])), can_write=lambda: False)
+    with pytest.raises(FencedError):
+        fenced.apply(target(), RouteState({"v0": 90, "v1": 10}))
+    # Reads are not fenced, and nothing to write means nothing to refuse.
+    assert fenced.current(target()).state == RouteState({"v0": 100, "v1": 0})
+    assert not fenced.restore_champion(target()).changed

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from kubernetes import client
 
-from modelrollout.errors import InvalidInputError
+from modelrollout.errors import FencedError, InvalidInputError
 from modelrollout.routing import Mirror, RetryPolicy, RouteState, ServiceRouter, TrafficTarget, Variant
 from modelrollout.routing.base import REPLICAS_ANNOTATION
 from modelrollout.routing.service import achieved_weights, split_replicas
@@ -152,3 +152,15 @@ def test_unsupported_requests_and_bad_targets() -> None:
     empty = ServiceRouter(FakeApps({"ranker-v6": 0, "ranker-v7": 0}), FakeCore())  # type: ignore[arg-type]
     with pytest.raises(UnsupportedTargetError, match="no replicas to share"):
         empty.apply(_target(), RouteState({"v6": 100, "v7": 0}))
+
+
+def test_a_fenced_router_scales_nothing_not_even_after_a_conflict() -> None:
+    apps = FakeApps({"ranker-v6": 4, "ranker-v7": 0}, conflicts=1)
+    leader = [True]
+    router = ServiceRouter(apps, FakeCore(), retry=RetryPolicy(sleep=lambda _s: None),  # type: ignore[arg-type]
+                           can_write=lambda: leader[0],
+                           before_write=lambda attempt: leader.__setitem__(0, attempt == 1))
+    with pytest.raises(FencedError, match="Deployment shop/ranker-v7 not written"):
+        router.apply(_target(), RouteState({"v6": 90, "v7": 10}))
+    assert [name for name, _ in apps.patches] == ["ranker-v7"]  # the 409; no retry, no shrink of v6
+    assert apps.replicas == {"ranker-v6": 4, "ranker-v7": 0}

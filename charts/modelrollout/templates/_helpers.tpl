@@ -33,6 +33,11 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | 
 {{- end -}}
 {{- end -}}
 
+{{/* The leader election Lease: leaderElection.leaseName, else <full name>-leader. */}}
+{{- define "modelrollout.leaseName" -}}
+{{- default (printf "%s-leader" (include "modelrollout.fullname" .)) .Values.leaderElection.leaseName -}}
+{{- end -}}
+
 {{- define "modelrollout.image" -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
 {{- end -}}

@@ -294,12 +294,34 @@ def _register_simulate(sub: Any) -> None:
 # --- run ---------------------------------------------------------------------------------------
 
 
+def _seconds(option: str, text: str) -> float:
+    from modelrollout.api.types import parse_duration
+
+    try:
+        return parse_duration(text).total_seconds()
+    except InvalidInputError as exc:
+        raise InvalidInputError(f"{option}: {exc}") from None
+
+
+def _lease_config(args: argparse.Namespace) -> Any:
+    from modelrollout.controller import leader
+
+    return leader.LeaseConfig(
+        name=args.lease_name,
+        namespace=args.lease_namespace or leader.default_namespace(),
+        identity=leader.default_identity(),
+        lease_duration=_seconds("--lease-duration", args.lease_duration),
+        renew_deadline=_seconds("--renew-deadline", args.renew_deadline),
+        retry_period=_seconds("--retry-period", args.retry_period),
+    )
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     import kopf
 
     from modelrollout.controller.config import OperatorConfig
     from modelrollout.controller.handlers import register
-    from modelrollout.controller.runtime import MEMO_CONFIG, MEMO_METRICS
+    from modelrollout.controller.runtime import MEMO_CAN_WRITE, MEMO_CONFIG, MEMO_METRICS
     from modelrollout.controller.telemetry import OperatorMetrics
 
     namespaces = args.namespace or []
@@ -312,6 +334,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         metrics_port=args.metrics_port,
         metrics_address=args.metrics_address,
     )
+    lease = _lease_config(args) if args.leader_elect else None
     registry = kopf.OperatorRegistry()
     register(registry, config)
     log_format = kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.FULL
@@ -320,18 +343,35 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if config.metrics_port:
         # Before kopf starts: a port that cannot be bound is a bad flag, said at once (exit 2).
         telemetry.serve(config.metrics_port, config.metrics_address)
-    try:
+
+    def operate(can_write: Any = None) -> None:
+        memo: dict[str, Any] = {MEMO_CONFIG: config, MEMO_METRICS: telemetry}
+        if can_write is not None:
+            memo[MEMO_CAN_WRITE] = can_write
         kopf.run(
             registry=registry,
             clusterwide=args.all_namespaces,
             namespaces=namespaces,
             standalone=True,
             liveness_endpoint=args.liveness,
-            memo=kopf.Memo({MEMO_CONFIG: config, MEMO_METRICS: telemetry}),
+            memo=kopf.Memo(memo),
+        )
+
+    try:
+        if lease is None:
+            operate()
+            return ExitCode.OK
+        from modelrollout.controller import leader
+        from modelrollout.controller.runtime import Clients
+
+        return leader.run_elected(
+            lease,
+            lambda guard, _stop: operate(guard.can_write),
+            api=Clients.from_environment().api,
+            liveness=args.liveness,
         )
     finally:
         telemetry.close()
-    return ExitCode.OK
 
 
 def _register_run(sub: Any) -> None:
@@ -366,6 +406,26 @@ def _register_run(sub: Any) -> None:
         default="json",
         help="json: one object per line with the experiment's reference and the tick's fields",
     )
+    election = p.add_argument_group(
+        "leader election",
+        "for more than one replica: only the holder of a coordination.k8s.io/v1 Lease runs the "
+        "handlers; the others wait. The identity is $POD_NAME, else <hostname>_<pid>. A leader that "
+        f"cannot renew the Lease before the renew deadline writes nothing more and exits with code "
+        f"{int(ExitCode.LEASE_LOST)}.",
+    )
+    election.add_argument("--leader-elect", action="store_true", help="hold the Lease to run the handlers")
+    election.add_argument("--lease-name", default="modelrollout-leader", help="default: modelrollout-leader")
+    election.add_argument(
+        "--lease-namespace",
+        default=None,
+        help="default: $POD_NAMESPACE, else the pod's own namespace, else default",
+    )
+    election.add_argument("--lease-duration", default="15s",
+                          help="how long a standby waits after the last renewal it saw (default 15s)")
+    election.add_argument("--renew-deadline", default="10s",
+                          help="how long the leader keeps trying to renew before it stops (default 10s)")
+    election.add_argument("--retry-period", default="2s",
+                          help="between two renewals, or two attempts of a standby (default 2s)")
     p.set_defaults(func=_cmd_run)
 
 

@@ -9,7 +9,8 @@
 * the delete handler is a finalizer: it restores the champion's routes before the object goes,
   then drops the experiment's series from the operator's metrics;
 * the startup handler builds the :class:`~modelrollout.controller.runtime.Runtime` from the
-  configuration in kopf's memo and keeps it there.
+  configuration in kopf's memo (and, with leader election, the guard every write asks) and keeps
+  it there.
 
 The handlers are registered by :func:`register` on the registry ``modelrollout run`` gives kopf,
 so nothing is read at import. They are synchronous: kopf runs them in its thread pool, off the
@@ -26,7 +27,14 @@ import kopf
 from modelrollout.api.experiment import GROUP, PLURAL, VERSION
 from modelrollout.controller import tick
 from modelrollout.controller.config import OperatorConfig
-from modelrollout.controller.runtime import MEMO_CONFIG, MEMO_METRICS, MEMO_RUNTIME, Runtime, runtime_of
+from modelrollout.controller.runtime import (
+    MEMO_CAN_WRITE,
+    MEMO_CONFIG,
+    MEMO_METRICS,
+    MEMO_RUNTIME,
+    Runtime,
+    runtime_of,
+)
 from modelrollout.controller.state import object_memo
 from modelrollout.controller.telemetry import OperatorMetrics
 
@@ -40,9 +48,11 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
 def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     config = memo.get(MEMO_CONFIG)
     telemetry = memo.get(MEMO_METRICS)
+    can_write = memo.get(MEMO_CAN_WRITE)
     runtime = Runtime.start(
         config if isinstance(config, OperatorConfig) else OperatorConfig(),
         telemetry if isinstance(telemetry, OperatorMetrics) else None,
+        can_write if callable(can_write) else None,
     )
     runtime.configure(settings)
     memo[MEMO_RUNTIME] = runtime

@@ -12,7 +12,9 @@ its thread pool, off the event loop.
   ``resourceVersion`` that was read, so a concurrent writer makes it fail with 409 instead of being
   overwritten.
 * :class:`Cluster` is what a tick asks of the cluster besides its router and its metrics, and
-  :class:`KubeCluster` answers it with the API clients (a unit test gives a fake).
+  :class:`KubeCluster` answers it with the API clients (a unit test gives a fake). Its writes (the
+  status, Events) ask the leader election guard first (``can_write``, see
+  :mod:`~modelrollout.controller.leader`) and raise :class:`~modelrollout.errors.FencedError` instead.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ from modelrollout.api.observations import SpecProblem, Unknown
 from modelrollout.api.spec import KeySelector, ModelExperimentSpec, Provider
 from modelrollout.errors import ModelRolloutError
 from modelrollout.metrics.credentials import read_key
-from modelrollout.routing import RouteNotFoundError, Router, TargetError, TrafficTarget, Variant
+from modelrollout.routing import CanWrite, RouteNotFoundError, Router, TargetError, TrafficTarget, Variant
+from modelrollout.routing.base import check_can_write
 from modelrollout.routing.errors import ObjectNotFoundError
 
 #: kopf's finalizer on every experiment: the champion's routes are restored before it goes.
@@ -286,9 +289,15 @@ class KubeCluster:
     """:class:`Cluster` on the kubernetes client, with kopf posting the Events."""
 
     def __init__(
-        self, *, core: client.CoreV1Api, apps: client.AppsV1Api, custom: client.CustomObjectsApi
+        self,
+        *,
+        core: client.CoreV1Api,
+        apps: client.AppsV1Api,
+        custom: client.CustomObjectsApi,
+        can_write: CanWrite | None = None,
     ) -> None:
         self.core, self.apps, self.custom = core, apps, custom
+        self.can_write = can_write
 
     def check_references(
         self, spec: ModelExperimentSpec, namespace: str, router: Router
@@ -303,6 +312,7 @@ class KubeCluster:
     def patch_status(
         self, namespace: str, name: str, status: Mapping[str, Any], resource_version: str | None
     ) -> None:
+        check_can_write(self.can_write, f"the status of {namespace}/{name}")
         patch_status(self.custom, namespace, name, status, resource_version)
 
     def read_key(
@@ -311,5 +321,8 @@ class KubeCluster:
         return read_key(self.core, kind, namespace, ref, path)
 
     def emit(self, body: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
+        metadata = body.get("metadata") or {}
+        where = f"{metadata.get('namespace')}/{metadata.get('name')}"
+        check_can_write(self.can_write, f"Event {reason} on {where}")
         obj: Any = body  # a kopf.Body; kopf reads its metadata for the Event's reference
         kopf.event(obj, type=type_, reason=reason, message=message)

@@ -38,6 +38,8 @@ from modelrollout.api.observations import SpecProblem, Unknown
 from modelrollout.api.spec import ModelExperimentSpec, Notification, NotificationType
 from modelrollout.api.status import HistoryEntry, ModelExperimentStatus, NotificationState
 from modelrollout.controller.kube import Cluster
+from modelrollout.routing import CanWrite
+from modelrollout.routing.base import check_can_write
 
 #: Attempts at one phase change before a sink gives it up.
 MAX_ATTEMPTS: Final = 10
@@ -235,13 +237,22 @@ def notify(
     old: ModelExperimentStatus,
     new: ModelExperimentStatus,
     cluster: Cluster,
+    *,
+    post: Post = post_json,
+    can_write: CanWrite | None = None,
 ) -> None:
     """Tell the sinks the phase changes they have not had, after the status is stored, and store
-    what they have been told."""
+    what they have been told. With leader election, each send first asks ``can_write`` (a deposed
+    leader tells no one; :class:`~modelrollout.errors.FencedError` ends the round)."""
     metadata = body.get("metadata") or {}
     namespace, name = metadata["namespace"], metadata["name"]
     ref = ExperimentRef(namespace, name, str(metadata.get("uid") or ""))
-    outcome = deliver(spec, old, new, ref, lambda sink: sink_url(cluster, namespace, sink))
+
+    def fenced_post(url: str, payload: Mapping[str, Any]) -> str | None:
+        check_can_write(can_write, f"the notification {payload.get('id') or ''} of {namespace}/{name}")
+        return post(url, payload)
+
+    outcome = deliver(spec, old, new, ref, lambda sink: sink_url(cluster, namespace, sink), fenced_post)
     if outcome.changed:
         marks = {
             k: v.model_dump(by_alias=True, mode="json", exclude_none=True) for k, v in outcome.states.items()

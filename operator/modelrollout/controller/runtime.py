@@ -1,8 +1,10 @@
 """The composition root of the operator process: made once at startup, kept in kopf's memo.
 
 :class:`Runtime` holds what every tick shares: the Kubernetes API clients, the Prometheus providers
-(one per configuration, shared by the experiments that use it), and the factories that give a tick
-its router and its metrics provider. kopf's startup handler builds it from the
+(one per configuration, shared by the experiments that use it), the factories that give a tick
+its router and its metrics provider, and the leader election guard (``can_write``) that its
+routers and its :class:`~modelrollout.controller.kube.KubeCluster` ask before every write.
+kopf's startup handler builds it from the
 :class:`~modelrollout.controller.config.OperatorConfig` that ``modelrollout run`` put in the memo;
 every resource's memo is a shallow copy of the operator's, so each handler finds the same one.
 """
@@ -25,12 +27,14 @@ from modelrollout.controller.kube import FINALIZER, KubeCluster
 from modelrollout.controller.telemetry import OperatorMetrics
 from modelrollout.metrics.credentials import Credentials, read_credentials
 from modelrollout.metrics.prometheus import PrometheusProvider
-from modelrollout.routing import Router, router_for
+from modelrollout.routing import CanWrite, Router, router_for
 
-#: The keys of the runtime, the configuration and the operator's metrics in kopf's memo.
+#: The keys of the runtime, the configuration, the operator's metrics and the leader election guard
+#: in kopf's memo.
 MEMO_RUNTIME = "modelrollout_runtime"
 MEMO_CONFIG = "modelrollout_config"
 MEMO_METRICS = "modelrollout_metrics"
+MEMO_CAN_WRITE = "modelrollout_can_write"
 
 
 @dataclass
@@ -102,11 +106,18 @@ class Runtime:
     clients: Clients
     providers: ProviderCache
     telemetry: OperatorMetrics
+    #: The leader election guard (``None``: no leader election, every write is allowed).
+    can_write: CanWrite | None = None
 
     @classmethod
-    def start(cls, operator_config: OperatorConfig, telemetry: OperatorMetrics | None = None) -> Runtime:
+    def start(
+        cls,
+        operator_config: OperatorConfig,
+        telemetry: OperatorMetrics | None = None,
+        can_write: CanWrite | None = None,
+    ) -> Runtime:
         """The runtime of ``operator_config``; ``telemetry`` is the one ``run`` serves (else a new,
-        unserved one)."""
+        unserved one); ``can_write`` the leader election's guard."""
         telemetry = telemetry if telemetry is not None else OperatorMetrics()
         return cls(
             operator_config,
@@ -117,16 +128,17 @@ class Runtime:
                 on_error=telemetry.query_error,
             ),
             telemetry,
+            can_write,
         )
 
     @property
     def cluster(self) -> KubeCluster:
         c = self.clients
-        return KubeCluster(core=c.core, apps=c.apps, custom=c.custom)
+        return KubeCluster(core=c.core, apps=c.apps, custom=c.custom, can_write=self.can_write)
 
     def router(self, spec: ModelExperimentSpec) -> Router:
-        """The router of the experiment's traffic provider."""
-        return router_for(spec.traffic.provider.value, self.clients.api)
+        """The router of the experiment's traffic provider, fenced by the leader election guard."""
+        return router_for(spec.traffic.provider.value, self.clients.api, can_write=self.can_write)
 
     def provider(
         self, spec: ModelExperimentSpec, namespace: str

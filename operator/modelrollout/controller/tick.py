@@ -17,6 +17,10 @@ Order matters and is the design's promise that a restart neither repeats nor ski
 If the operator dies between 3 and 4, the next tick starts from the old status: the routes are set
 back to it (an Event says so) and the policy takes the step again, recorded once.
 
+With leader election every write of 3, 4 and 5 (routes, status, Events, notifications) first asks the
+guard ``can_write`` (:mod:`~modelrollout.controller.leader`): a tick that was in flight when its
+process lost the Lease raises :class:`~modelrollout.errors.FencedError` at its next write instead.
+
 :func:`run_tick` takes its router, its metrics provider and its :class:`Cluster` as arguments,
 typed against their protocols, so its ordering is unit-tested with fakes; :func:`tick` is the
 handlers' entry, which gets them from the :class:`~modelrollout.controller.runtime.Runtime`.
@@ -49,7 +53,7 @@ from modelrollout.controller.state import ObjectMemo, is_stale, object_memo
 from modelrollout.controller.telemetry import OperatorMetrics
 from modelrollout.policy import decide, record_achieved
 from modelrollout.policy.decision import Decision
-from modelrollout.routing import ConflictError, Mirror, Router, RouteState, TargetError
+from modelrollout.routing import CanWrite, ConflictError, Mirror, Router, RouteState, TargetError
 
 
 def _now() -> datetime:
@@ -88,6 +92,7 @@ def tick(runtime: Runtime, body: kopf.Body, memo: kopf.Memo, logger: Any, *, for
                 provider=runtime.provider(spec, namespace),
                 cluster=runtime.cluster,
                 telemetry=runtime.telemetry,
+                can_write=runtime.can_write,
             )
         finally:
             runtime.telemetry.observe_tick(time.monotonic() - started, behind_schedule=behind)
@@ -122,9 +127,12 @@ def run_tick(
     provider: ProviderOrReason,
     cluster: Cluster,
     telemetry: OperatorMetrics | None = None,
+    can_write: CanWrite | None = None,
 ) -> Decision:
     """Observe, decide, apply the routes, write the status, emit the Events, record the figures
-    (see the module)."""
+    (see the module).
+
+    ``can_write`` fences the notifications (the router and the cluster fence their own writes)."""
     metadata = body.get("metadata") or {}
     namespace, name = metadata["namespace"], metadata["name"]
     old_status_json = dict(body.get("status") or {})
@@ -146,7 +154,7 @@ def run_tick(
     for event in decision.events:
         cluster.emit(body, event.type.value, event.reason, event.message)
     if spec.notifications:
-        notify(body, spec, status, decision.status, cluster)
+        notify(body, spec, status, decision.status, cluster, can_write=can_write)
     if telemetry is not None and not metadata.get("deletionTimestamp"):
         previous = status.phase if old_status_json.get("phase") else None
         telemetry.record(namespace, name, spec, decision.status, rule=decision.rule, previous_phase=previous)

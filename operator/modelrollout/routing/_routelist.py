@@ -30,10 +30,12 @@ from modelrollout.routing.base import (
     STICKY_PREFIX,
     ApplyResult,
     BeforeWrite,
+    CanWrite,
     CurrentRoutes,
     RetryPolicy,
     RouteState,
     TrafficTarget,
+    check_can_write,
     label,
     ordered,
     recorded_states,
@@ -141,10 +143,12 @@ class RouteListRouter:
     supports_stickiness = True
 
     def __init__(self, api: client.ApiClient | client.CustomObjectsApi, *, retry: RetryPolicy | None = None,
-                 before_write: BeforeWrite | None = None, field_manager: str = FIELD_MANAGER) -> None:
+                 before_write: BeforeWrite | None = None, field_manager: str = FIELD_MANAGER,
+                 can_write: CanWrite | None = None) -> None:
         self.api = api if isinstance(api, client.CustomObjectsApi) else client.CustomObjectsApi(api)
         self.retry = retry or RetryPolicy()
         self.before_write = before_write
+        self.can_write = can_write
         self.field_manager = field_manager
 
     # -- to implement ------------------------------------------------------------------------------
@@ -266,6 +270,7 @@ class RouteListRouter:
             }
             if self.before_write is not None:
                 self.before_write(attempt)
+            check_can_write(self.can_write, f"{self.kind} {target.namespace}/{target.name}")
             try:
                 written = self.api.patch_namespaced_custom_object(
                     self.group, self.version, target.namespace, self.plural, target.name, patch,

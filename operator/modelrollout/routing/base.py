@@ -29,6 +29,11 @@ sync, a person) is told apart from a step: the object differs from the record.
 read, so the API server refuses it with 409 Conflict if the object changed in between. The router
 then reads again, recomputes and retries, at most ``max_attempts`` times, and raises
 :class:`~modelrollout.routing.errors.ConflictError` after that.
+
+**Fencing.** A router may be given ``can_write``, a callable that says whether this process may
+still write (the operator passes its leader election guard). It is asked right before every write,
+also before each retry after a 409, and a ``False`` raises :class:`~modelrollout.errors.FencedError`
+instead of writing: a deposed leader never writes routes.
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-from modelrollout.errors import InvalidInputError
+from modelrollout.errors import FencedError, InvalidInputError
 
 BUCKETS = 100
 """Buckets of the sticky split: one per percent of traffic, decimal strings ``"0"`` .. ``"99"``."""
@@ -63,6 +68,15 @@ _HEADER = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 
 BeforeWrite = Callable[[int], None]
 """A hook called after a read and before the write of attempt ``n`` (1-based); a test seam."""
+
+CanWrite = Callable[[], bool]
+"""Whether this process may write now (the operator's leader election guard); see Fencing above."""
+
+
+def check_can_write(can_write: CanWrite | None, what: str) -> None:
+    """Raise :class:`~modelrollout.errors.FencedError` unless ``can_write`` allows a write of ``what``."""
+    if can_write is not None and not can_write():
+        raise FencedError(f"{what} not written: this process no longer holds the leader's Lease")
 
 
 def _fail(message: str) -> InvalidInputError:

@@ -42,10 +42,12 @@ from modelrollout.routing.base import (
     REPLICAS_ANNOTATION,
     ApplyResult,
     BeforeWrite,
+    CanWrite,
     CurrentRoutes,
     RetryPolicy,
     RouteState,
     TrafficTarget,
+    check_can_write,
     largest_remainder,
     ordered,
     validate_state,
@@ -107,11 +109,12 @@ class ServiceRouter:
 
     def __init__(self, api: client.ApiClient | client.AppsV1Api, core: client.CoreV1Api | None = None, *,
                  retry: RetryPolicy | None = None, before_write: BeforeWrite | None = None,
-                 field_manager: str = FIELD_MANAGER) -> None:
+                 field_manager: str = FIELD_MANAGER, can_write: CanWrite | None = None) -> None:
         self.apps = api if isinstance(api, client.AppsV1Api) else client.AppsV1Api(api)
         self.core = core or client.CoreV1Api(self.apps.api_client)
         self.retry = retry or RetryPolicy()
         self.before_write = before_write
+        self.can_write = can_write
         self.field_manager = field_manager
 
     # -- reading -----------------------------------------------------------------------------------
@@ -228,6 +231,7 @@ class ServiceRouter:
             }
             if self.before_write is not None:
                 self.before_write(attempt)
+            check_can_write(self.can_write, f"Deployment {target.namespace}/{dep.name}")
             try:
                 self.apps.patch_namespaced_deployment(dep.name, target.namespace, patch,
                                                       field_manager=self.field_manager,

@@ -208,6 +208,8 @@ class World:
         self.operator_starts = 0
         #: Where the operator serves its own metrics (``http://127.0.0.1:<port>/metrics``).
         self.operator_metrics_port: int | None = None
+        #: The replicas started with leader election, by name.
+        self.operators: dict[str, ManagedProcess] = {}
         self.experiment_name: str | None = None
         self.provider = "istio"
         self.recorder: WeightsRecorder | None = None
@@ -223,6 +225,10 @@ class World:
         if self.recorder is not None:
             self.recorder.stop()
         self.stop_operator()
+        for process in self.operators.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(process.pid, signal.SIGCONT)  # a frozen one stops gracefully too
+            process.stop()
         self.stack.stop()
 
     # ---- Given ----------------------------------------------------------------------------------
@@ -324,7 +330,11 @@ class World:
         return self.load
 
     def given_operator(
-        self, *, timer_seconds: float = 0.5, command: OperatorCommand | None = None
+        self,
+        *,
+        timer_seconds: float = 0.5,
+        command: OperatorCommand | None = None,
+        leader_elect: bool = False,
     ) -> ManagedProcess:
         """The operator as its own process, watching this namespace, with its own metrics on a free
         loopback port that Prometheus scrapes (job ``modelrollout-operator``; not waited for: see
@@ -333,29 +343,50 @@ class World:
         By default ``python -m modelrollout.cli run --namespace NS`` of this checkout. ``command``
         starts another one instead (the image's, under runc): it is given the arguments of
         ``modelrollout`` and the environment the operator needs (``KUBECONFIG`` and the tick's
-        period), and returns the argv to start; that process gets this process's environment.
+        period), and returns the argv to start; that process gets this process's environment. With
+        ``leader_elect``, a replica of ``run --leader-elect`` (identity ``operator-N``, the Lease
+        ``modelrollout-leader`` in this namespace): start two for a leader and a standby.
         """
         self.operator_starts += 1
+        name = f"operator-{self.operator_starts}"
         needs = {"KUBECONFIG": str(self.env.admin_kubeconfig),
                  "MODELROLLOUT_TIMER_SECONDS": str(timer_seconds), "PYTHONUNBUFFERED": "1"}
         self.operator_metrics_port = free_port()
         args = ["run", "--namespace", self.namespace,
                 f"--metrics-port={self.operator_metrics_port}", "--metrics-address=127.0.0.1"]
+        if leader_elect:
+            needs["POD_NAME"] = name
+            args += ["--leader-elect", "--lease-namespace", self.namespace]
         env = dict(os.environ)
         if command is None:
             env.update(needs)
             argv = [self.python, "-m", "modelrollout.cli", *args]
         else:
             argv = list(command(args, needs))
-        self.operator = ManagedProcess(
-            f"operator-{self.operator_starts}", argv, self.workdir / f"operator-{self.operator_starts}.log",
-            env=env, cwd=self.workdir, ports=[self.operator_metrics_port],
+        process = ManagedProcess(
+            name, argv, self.workdir / f"{name}.log", env=env, cwd=self.workdir,
+            ports=[self.operator_metrics_port],
         )
-        self.operator.start()
-        # No extra target labels: the operator's series carry their own namespace label (a target
-        # label of the same name would rename it exported_namespace).
-        self.prometheus.set_targets(OPERATOR_JOB, [f"127.0.0.1:{self.operator_metrics_port}"], wait=False)
-        return self.operator
+        process.start()
+        if leader_elect:
+            self.operators[name] = process
+        else:
+            self.operator = process
+            # No extra target labels: the operator's series carry their own namespace label (a
+            # target label of the same name would rename it exported_namespace).
+            self.prometheus.set_targets(OPERATOR_JOB, [f"127.0.0.1:{self.operator_metrics_port}"], wait=False)
+        return process
+
+    def lease_holder(self) -> str | None:
+        """Who holds the leader election Lease of this namespace (None: no Lease yet)."""
+        try:
+            lease = client.CoordinationV1Api(self.api).read_namespaced_lease("modelrollout-leader",
+                                                                             self.namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return str((lease.spec.holder_identity if lease.spec else None) or "")
 
     def wait_for_operator_scraped(self, timeout: float = 30.0) -> None:
         """Wait until Prometheus scrapes the operator's ``/metrics`` healthily."""
@@ -571,6 +602,8 @@ class World:
         history = [f"{h.get('toPhase')}@{h.get('toStep')}:{h.get('reason')}" for h in st.get("history", [])]
         history = history[-6:]
         tail = self.operator.log_tail(15) if self.operator is not None else ""
+        for name, process in self.operators.items():
+            tail += f"\n{name}:\n{process.log_tail(8)}"
         strata = [{k: x.get(k) for k in ("step", "weights", "totals")} for x in st.get("strata", [])]
         return (f"phase={st.get('phase')} step={st.get('currentStep')} weights={st.get('weights')} "
                 f"routes={self._safe_routes()} conditions={conditions} history={history}\n"
