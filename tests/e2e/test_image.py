@@ -116,6 +116,8 @@ def test_the_image_promotes_a_better_challenger_as_uid_10001(
     assert ids["uid"] == (UID, UID, UID, UID), ids
     assert ids["gid"] == (UID, UID, UID, UID), ids
     argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode().rstrip("\0").split("\0")
-    assert argv[1:] == ["/opt/modelrollout/bin/modelrollout", "run", "--namespace", world.namespace], argv
+    assert argv[1:5] == ["/opt/modelrollout/bin/modelrollout", "run", "--namespace", world.namespace], argv
+    # (and its own metrics, on the port the World gave it: Prometheus scrapes the image's operator)
+    assert f"--metrics-port={world.operator_metrics_port}" in argv[5:], argv
     root, rootfs = os.stat(f"/proc/{pid}/root"), os.stat(bundle.rootfs)
     assert (root.st_dev, root.st_ino) == (rootfs.st_dev, rootfs.st_ino)

@@ -257,7 +257,7 @@ class Cluster:
         env.update(KUBECONFIG=str(self.env.admin_kubeconfig), MODELROLLOUT_TIMER_SECONDS="0.5",
                    PYTHONUNBUFFERED="1", POD_NAME=identity)
         argv = [sys.executable, "-m", "modelrollout.cli", "run", "--namespace", self.ns, "--leader-elect",
-                "--lease-namespace", self.ns, "--lease-name", LEASE, *extra]
+                "--lease-namespace", self.ns, "--lease-name", LEASE, "--metrics-port=0", *extra]
         process = ManagedProcess(identity, argv, self.workdir / f"{identity}.log", env=env, cwd=self.workdir)
         process.start()
         self.replicas[identity] = process
