@@ -299,6 +299,7 @@ def test_the_tick_is_timed_and_one_that_starts_late_is_behind_schedule(
         cluster = None
         config = OperatorConfig(timer_seconds=1.0, schedule_slack_seconds=1.0)
         telemetry = metrics()
+        can_write = None
 
         def router(self, spec: object) -> None:
             return None
