@@ -83,6 +83,8 @@ class VariantCounts:
 
 #: Where the values of a split label beyond the kept ones are summed.
 OTHER_VALUE: Final = "other"
+#: The ``le`` of a histogram's bucket that counts every request (its total).
+ALL_BUCKET: Final = "+Inf"
 
 
 @dataclass(frozen=True)

@@ -65,7 +65,7 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Final
 
-from modelrollout.api.observations import DIVERGENCE, SpecProblem
+from modelrollout.api.observations import ALL_BUCKET, DIVERGENCE, SpecProblem
 from modelrollout.api.presets import DivergencePreset, MetricType, Preset
 from modelrollout.api.selectors import Matcher, Selector, parse_selector, regex_literal
 from modelrollout.api.spec import QUERY_FIELDS, MetricQueries, ModelExperimentSpec, Provider
@@ -109,9 +109,8 @@ SAMPLE_FIELD: Final = {
     MetricType.RATIO: "units",
     MetricType.QUANTILE: "buckets",
 }
-#: The label that tells a histogram's buckets apart, and the value of the bucket that counts all.
+#: The label that tells a histogram's buckets apart.
 LE: Final = "le"
-ALL_BUCKET: Final = "+Inf"
 
 
 @dataclass(frozen=True)

@@ -54,6 +54,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 from modelrollout.api.observations import (
+    ALL_BUCKET,
     OTHER_VALUE,
     CounterReading,
     Increment,
@@ -200,7 +201,7 @@ def split_value(label: str, value: str) -> str:
         number = float(value)
     except ValueError:
         return value
-    return "+Inf" if number == math.inf else repr(number)
+    return ALL_BUCKET if number == math.inf else repr(number)
 
 
 def without_name(key: SeriesKey) -> SeriesKey:

@@ -33,6 +33,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
+from modelrollout.api.observations import ALL_BUCKET
 from modelrollout.api.presets import MetricType
 from modelrollout.api.spec import Guardrail
 from modelrollout.api.status import (
@@ -47,9 +48,6 @@ from modelrollout.errors import InvalidInputError
 from modelrollout.policy import counts, values
 from modelrollout.policy.context import Tick, finite, fmt
 from modelrollout.stats import quantiles, sequential
-
-#: The ``le`` value of a histogram's bucket that counts every request.
-ALL_BUCKET: Final = "+Inf"
 
 #: Per-variant sample size the guardrail mixtures are tuned at when no plan is known yet.
 FALLBACK_TUNING_N: Final = 1000
@@ -251,16 +249,12 @@ def histogram(
     totals = by_edge.get(ALL_BUCKET, {})
     if any(v not in totals for v in variants):
         return None
-    edges: list[float] = []
+    keyed: dict[float, str] = {}
     for value, by_variant in by_edge.items():
-        try:
-            edge = float(value)
-        except ValueError:
-            continue
-        if math.isfinite(edge) and all(v in by_variant for v in variants):
-            edges.append(edge)
-    edges.sort()
-    keyed = {float(k): k for k in by_edge if k != ALL_BUCKET and _is_number(k)}
+        edge = _edge_of(value)
+        if edge is not None and all(v in by_variant for v in variants):
+            keyed[edge] = value
+    edges = sorted(keyed)
     cumulative = {
         v: [float(by_edge[keyed[e]][v].trials or 0.0) for e in edges] + [float(totals[v].trials or 0.0)]
         for v in variants
@@ -268,12 +262,13 @@ def histogram(
     return edges, cumulative
 
 
-def _is_number(text: str) -> bool:
+def _edge_of(value: str) -> float | None:
+    """A finite bucket edge from its ``le`` value (None: ``+Inf``, or not a number)."""
     try:
-        float(text)
+        edge = float(value)
     except ValueError:
-        return False
-    return True
+        return None
+    return edge if math.isfinite(edge) else None
 
 
 def _from_store(values: Sequence[float | None]) -> list[float]:

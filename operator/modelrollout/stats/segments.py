@@ -571,14 +571,7 @@ def _one_segment(
         )
     if cn == 0 or tn == 0:
         return _unevaluated(seg, level, m, label)
-    planned = None
-    if seg.tau2 is None:
-        planned = planned_n_per_variant if seg.planned_n_per_variant is None else seg.planned_n_per_variant
-        if planned is None:
-            raise InvalidInputError(
-                f"{label}: give tau2 (the frozen mixture) or planned_n_per_variant "
-                "(on the segment or the family)"
-            )
+    planned = _planned(label, seg, planned_n_per_variant)
     try:
         res = sequential.sequential_noninferiority(
             cs,
@@ -599,10 +592,22 @@ def _one_segment(
     except InvalidInputError as exc:
         raise InvalidInputError(f"{label}: {exc}") from None
     _, _, vc, vt = (float(v) for v in sequential.proportions_difference(cs, cn, ts, tn))
-    radius = _difference_radius(res, vc, vt, level)
+    return _evaluated(seg.name, res, (vc, vt), level, (cn, tn))
+
+
+def _evaluated(
+    name: str,
+    res: sequential.GuardrailResult,
+    variances: tuple[float, float],
+    level: float,
+    trials: tuple[float, float],
+) -> SegmentResult:
+    """An evaluated segment's result from its test (``variances``, ``trials``: champion's, then the
+    challenger's)."""
+    radius = _difference_radius(res, variances[0], variances[1], level)
     diff = res.treatment_estimate - res.control_estimate
     return SegmentResult(
-        name=seg.name,
+        name=name,
         evaluated=True,
         harmed=res.breached,
         champion_estimate=res.control_estimate,
@@ -611,14 +616,14 @@ def _one_segment(
         interval=Interval(diff - radius, diff + radius),
         worse_by=res.worse_by,
         worse_by_lower_bound=res.worse_by_lower_bound,
-        margin=m,
+        margin=res.margin,
         relative=res.relative,
         log_e_value=res.log_e_value,
         log_e_value_max=res.log_e_value_max,
         p_value=res.p_value,
         level=level,
-        champion_trials=cn,
-        challenger_trials=tn,
+        champion_trials=trials[0],
+        challenger_trials=trials[1],
         tau2=res.tau2,
         fast_tau2=res.fast_tau2,
     )
@@ -673,29 +678,7 @@ def _one_mean_segment(
         raise InvalidInputError(f"{label}: {exc}") from None
     vc = float(seg.champion_sd) ** 2 / nc
     vt = float(seg.challenger_sd) ** 2 / nt
-    radius = _difference_radius(res, vc, vt, level)
-    diff = res.treatment_estimate - res.control_estimate
-    return SegmentResult(
-        name=seg.name,
-        evaluated=True,
-        harmed=res.breached,
-        champion_estimate=res.control_estimate,
-        challenger_estimate=res.treatment_estimate,
-        difference=diff,
-        interval=Interval(diff - radius, diff + radius),
-        worse_by=res.worse_by,
-        worse_by_lower_bound=res.worse_by_lower_bound,
-        margin=m,
-        relative=res.relative,
-        log_e_value=res.log_e_value,
-        log_e_value_max=res.log_e_value_max,
-        p_value=res.p_value,
-        level=level,
-        champion_trials=nc,
-        challenger_trials=nt,
-        tau2=res.tau2,
-        fast_tau2=res.fast_tau2,
-    )
+    return _evaluated(seg.name, res, (vc, vt), level, (nc, nt))
 
 
 def _correction(correction: str) -> Correction:
