@@ -25,8 +25,8 @@ upstream Istio CRDs and the modelrollout CRD, and a real Prometheus; see
 What is measured, and from where:
 
 * **first tick**: seconds from the operator's start until every experiment has logged a tick.
-* **steady window**: starts one interval after every experiment has ticked and every creation
-  handler has succeeded (kopf's ``Creation is processed`` lines; at most ``--first-tick-timeout``),
+* **steady window**: starts one interval after every experiment has ticked (at most
+  ``--first-tick-timeout``),
   and lasts ``--window`` seconds.
 * **interval between ticks**: the gaps between consecutive ``tick`` log lines (kopf's JSON log,
   written when a tick has stored its status) of the same experiment, for gaps that end in the
@@ -144,7 +144,7 @@ def parse_operator_log(lines: Iterable[str]) -> OperatorLog:
             out.pool_full += 1
         is_tick = TICK_MESSAGE in line
         is_timer = TIMER_MESSAGE in line
-        is_failure = "failed" in line and '"severity": "error"' in line
+        is_failure = "failed" in line and ('"severity": "error"' in line or '"severity": "warning"' in line)
         if not (is_tick or is_timer or is_failure):
             continue
         try:
@@ -349,6 +349,67 @@ class Traffic:
         yield from (impressions, clicked, istio, duration)
 
 
+class SlowProxy:
+    """A Prometheus that answers late: a loopback HTTP server that forwards each GET to the real
+    one after ``delay`` seconds (a fault a real Prometheus does not produce on demand)."""
+
+    def __init__(self, upstream: str, delay: float) -> None:
+        import http.server
+        import urllib.error
+        import urllib.request
+
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                with proxy.lock:
+                    proxy.in_flight += 1
+                    proxy.peak = max(proxy.peak, proxy.in_flight)
+                    proxy.requests += 1
+                try:
+                    self._forward()
+                finally:
+                    with proxy.lock:
+                        proxy.in_flight -= 1
+
+            def _forward(self) -> None:
+                time.sleep(proxy.delay)
+                try:
+                    with urllib.request.urlopen(upstream + self.path, timeout=30) as answer:
+                        status, body = answer.status, answer.read()
+                except urllib.error.HTTPError as exc:  # Prometheus's own 4xx and 5xx, passed on
+                    status, body = exc.code, exc.read()
+                except Exception as exc:
+                    status, body = 502, str(exc).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.delay = delay
+        self.lock = threading.Lock()
+        #: Requests being answered now, the most at once, and all of them.
+        self.in_flight, self.peak, self.requests = 0, 0, 0
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, name="slow-prometheus", daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def slow_count(n: int, share: float) -> int:
+    """How many of ``n`` experiments read the slow Prometheus (the first ones, by name)."""
+    return min(n, math.ceil(n * share)) if share > 0 else 0
+
+
 # ---- the objects -------------------------------------------------------------------------------------
 def experiment_manifest(exp: Experiment, prometheus_url: str, interval: str | None) -> dict[str, Any]:
     selector = f'namespace="{{{{namespace}}}}", app="{exp.name}", model="{{{{variant}}}}"'
@@ -399,7 +460,9 @@ def admin_client(kubeconfig: Path, pool: int = 16) -> Any:
 
 
 def create_objects(api: Any, experiments: Sequence[Experiment], prometheus_url: str,
-                   interval: str | None) -> None:
+                   interval: str | None, slow: Mapping[str, str] | None = None) -> None:
+    """Namespaces, Services, VirtualServices and experiments; those in ``slow`` (key -> URL) read
+    that Prometheus instead of ``prometheus_url``."""
     from kubernetes import client
 
     core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
@@ -414,8 +477,9 @@ def create_objects(api: Any, experiments: Sequence[Experiment], prometheus_url: 
                                           ports=[client.V1ServicePort(port=80)])))
         group, version, plural = ISTIO
         custom.create_namespaced_custom_object(group, version, exp.namespace, plural, virtual_service(exp))
+        url = (slow or {}).get(exp.key, prometheus_url)
         custom.create_namespaced_custom_object(GROUP, VERSION, exp.namespace, PLURAL,
-                                               experiment_manifest(exp, prometheus_url, interval))
+                                               experiment_manifest(exp, url, interval))
 
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         for future in concurrent.futures.as_completed([pool.submit(one, e) for e in experiments]):
@@ -607,7 +671,7 @@ class Result:
     n: int
     interval_s: float
     first_tick_all_s: float | None = None
-    created_s: float = math.nan  # operator start -> every first tick and every creation handler done
+    created_s: float = math.nan  # operator start -> every experiment's first tick
     first_ticked: int = 0
     window_s: float = 0.0
     ticks_per_s: float = math.nan
@@ -635,6 +699,14 @@ class Result:
     failures_total: int = 0
     ticks_in_window: int = 0
     pool_full: int = 0
+    #: The operator's own counters over the window (``modelrollout_ticks_deferred_total`` by reason,
+    #: ``modelrollout_ticks_behind_schedule_total``).
+    op_counters: dict[str, float] = field(default_factory=dict)
+    #: With ``--slow-share``: how many experiments read the slow Prometheus, and the intervals of
+    #: the others (the fast ones) and of the slow ones, separately.
+    slow_n: int = 0
+    fast_gaps: Summary = field(default_factory=lambda: Summary.of([]))
+    slow_gaps: Summary = field(default_factory=lambda: Summary.of([]))
     log_mb: float = 0.0
     note: str = ""
     prom_limit: int = PROMETHEUS_MAX_CONNECTIONS
@@ -681,6 +753,10 @@ class Options:
     first_tick_timeout_s: float
     keep: bool
     prometheus_max_connections: int | None = None
+    py_spy: str | None = None
+    slow_share: float = 0.0
+    slow_delay_s: float = 5.0
+    workers: int | None = None
 
 
 def http_text(url: str, token: str | None = None, timeout: float = 20.0) -> str | None:
@@ -707,6 +783,31 @@ def snapshot(env: Any, prom_metrics: PromMetrics, pids: Mapping[str, int]) -> di
     return out
 
 
+def operator_counters(port: int) -> dict[str, float]:
+    """The operator's own tick counters from its ``/metrics`` (empty when it does not answer)."""
+    text = http_text(f"http://127.0.0.1:{port}/metrics") or ""
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith(("modelrollout_ticks_deferred_total", "modelrollout_ticks_behind_schedule_total")):
+            name, _, value = line.rpartition(" ")
+            out[name.replace("modelrollout_", "").replace("_total", "")] = float(value)
+    return out
+
+
+def start_py_spy(opts: Options, pid: int, n: int) -> Any:
+    """``py-spy record --gil`` of the operator over the window (``--py-spy PREFIX``): collapsed stacks
+    of the thread that holds the GIL, so where the CPU goes."""
+    if not opts.py_spy:
+        return None
+    import subprocess
+
+    out = f"{opts.py_spy}.n{n}.txt"
+    argv = ["py-spy", "record", "--pid", str(pid), "--duration", str(int(opts.window_s)), "--rate", "50",
+            "--format", "raw", "--nonblocking", "--threads", "--gil", "--output", out]
+    say(f"N={n}: py-spy -> {out}")
+    return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def run_one(n: int, opts: Options, root: Path) -> Result:
     from prometheus_client import CollectorRegistry, start_http_server
 
@@ -731,6 +832,8 @@ def run_one(n: int, opts: Options, root: Path) -> Result:
     server: Any = None
     api: Any = None
     prom_metrics: PromMetrics | None = None
+    slow_proxy: SlowProxy | None = None
+    slow_urls: dict[str, str] = {}
     with LocalEnv(workdir, controller_manager=False, progress=say) as env:
         try:
             if opts.prometheus_max_connections is None:
@@ -749,7 +852,13 @@ def run_one(n: int, opts: Options, root: Path) -> Result:
             prom.set_targets("bench-exporter", [f"127.0.0.1:{port}"])
             api = admin_client(env.admin_kubeconfig)
             started = time.monotonic()
-            create_objects(api, experiments, prom.url, opts.interval)
+            result.slow_n = slow_count(n, opts.slow_share)
+            if result.slow_n:
+                slow_proxy = SlowProxy(prom.url, opts.slow_delay_s)
+                say(f"N={n}: {result.slow_n} experiments read a Prometheus that answers "
+                    f"{opts.slow_delay_s:g} s late ({slow_proxy.url})")
+                slow_urls = {e.key: slow_proxy.url for e in experiments[:result.slow_n]}
+            create_objects(api, experiments, prom.url, opts.interval, slow=slow_urls)
             say(f"N={n}: created {n} experiments, {2 * n} Services, {n} VirtualServices in "
                 f"{len(namespaces)} namespaces in {time.monotonic() - started:.0f} s")
             prom.wait_for_value(f"count(impressions_total) >= {len(VARIANTS) * n}", timeout=120)
@@ -764,8 +873,10 @@ def run_one(n: int, opts: Options, root: Path) -> Result:
                 run_env["MODELROLLOUT_TIMER_SECONDS"] = str(opts.timer_seconds)
             log_path = workdir / "operator.log"
             # (its own /metrics on a free loopback port: the default 8081 may be taken here)
-            operator = ManagedProcess("operator", [sys.executable, "-m", "modelrollout.cli", "run",
-                                                   "--all-namespaces", f"--metrics-port={free_port()}",
+            op_metrics_port = free_port()
+            workers = [] if opts.workers is None else [f"--workers={opts.workers}"]
+            operator = ManagedProcess("operator", [sys.executable, "-m", "modelrollout.cli", "run", *workers,
+                                                   "--all-namespaces", f"--metrics-port={op_metrics_port}",
                                                    "--metrics-address=127.0.0.1"],
                                       log_path, env=run_env, cwd=workdir)
             operator_started = time.time()
@@ -775,24 +886,29 @@ def run_one(n: int, opts: Options, root: Path) -> Result:
             sampler.start()
             say(f"N={n}: operator started (pid {operator.pid}); waiting for every first tick")
             deadline = time.monotonic() + opts.first_tick_timeout_s
-            created = LogCounter(log_path, "Creation is processed:")
-            while (watch.ticked() < n or created.count() < n) and time.monotonic() < deadline:
+            while watch.ticked() < n and time.monotonic() < deadline:
                 operator.check_running("while the experiments started")
                 time.sleep(1.0)
             result.created_s = time.time() - operator_started
-            if watch.ticked() < n or created.count() < n:
+            if watch.ticked() < n:
                 result.note = (f"after {opts.first_tick_timeout_s:.0f} s: {watch.ticked()}/{n} experiments "
-                               f"had ticked, {created.count()}/{n} creation handlers had succeeded")
-            say(f"N={n}: {watch.ticked()}/{n} ticked, {created.count()}/{n} creations processed after "
+                               "had ticked")
+            say(f"N={n}: {watch.ticked()}/{n} ticked after "
                 f"{result.created_s:.0f} s; warming up {interval_s:.0f} s, then {opts.window_s:.0f} s window")
             time.sleep(interval_s)
             pids = {"operator": operator.pid, "bench": os.getpid()}
             pids.update({p.name: p.pid for p in env.processes})
             before = snapshot(env, prom_metrics, pids)
+            op_before = operator_counters(op_metrics_port)
             window_start = before["at"]
+            profiler = start_py_spy(opts, operator.pid, n)
             time.sleep(opts.window_s)
+            if profiler is not None:
+                profiler.wait(timeout=60)
             operator.check_running("during the window")
             after = snapshot(env, prom_metrics, pids)
+            op_after = operator_counters(op_metrics_port)
+            result.op_counters = {k: op_after.get(k, 0.0) - op_before.get(k, 0.0) for k in op_after}
             window_end = after["at"]
         finally:
             if sampler is not None:
@@ -808,6 +924,8 @@ def run_one(n: int, opts: Options, root: Path) -> Result:
                 api.close()
             if prom_metrics is not None:
                 prom_metrics.close()
+            if slow_proxy is not None:
+                slow_proxy.close()
     seconds = window_end - window_start
     result.window_s = seconds
     assert watch is not None
@@ -828,6 +946,10 @@ def run_one(n: int, opts: Options, root: Path) -> Result:
         ends.setdefault(exp.key, [operator_started])
     tick_gaps, result.overdue = gaps_by_key(ends, window_start, window_end, overdue_after=1.5 * interval_s)
     result.gaps = Summary.of(g for gaps in tick_gaps.values() for g in gaps)
+    if result.slow_n:
+        slow_keys = set(slow_urls)
+        result.slow_gaps = Summary.of(g for k, gaps in tick_gaps.items() if k in slow_keys for g in gaps)
+        result.fast_gaps = Summary.of(g for k, gaps in tick_gaps.items() if k not in slow_keys for g in gaps)
     result.ticks_per_s = rate_from_gaps(tick_gaps)
     result.ticks_in_window = len(in_window)
     result.durations_ms = Summary.of(1000 * d for d in tick_durations(ends, watch.starts, window_start,
@@ -933,7 +1055,7 @@ def render(results: Sequence[Result], opts: Options) -> str:
         phases = ", ".join(f"{k} {v}" for k, v in r.phases.most_common())
         api = ", ".join(f"{k} {v:.1f}" for k, v in r.api_top)
         lines.append(f"N={r.n}: rules in window: {rules or '-'}; phases at end: {phases or '-'}; every "
-                     f"creation handler done {fmt(r.created_s, '.0f')} s after the operator started")
+                     f"experiment ticked {fmt(r.created_s, '.0f')} s after the operator started")
         lines.append(f"       apiserver req/s: {api or '-'}; an experiment's JSON: {fmt(r.object_kb)} KB")
         lines.append(f"       tick ms p50/p95/p99/max {fmt(r.durations_ms.p50, '.0f')}/"
                      f"{fmt(r.durations_ms.p95, '.0f')}/{fmt(r.durations_ms.p99, '.0f')}/"
@@ -943,6 +1065,15 @@ def render(results: Sequence[Result], opts: Options) -> str:
         lines.append(f"       handler failures: {failed} in the window, {r.failures_total} in "
                      f"all; 'connection pool is full' warnings: {r.pool_full}; ticks logged in the window: "
                      f"{r.ticks_in_window}")
+        if r.slow_n:
+            lines.append(f"       {r.slow_n} experiments read a Prometheus {opts.slow_delay_s:g} s late: the "
+                         f"others' interval p50/p99 {fmt(r.fast_gaps.p50)}/{fmt(r.fast_gaps.p99)} s "
+                         f"({ratio(r.fast_gaps.p99, r.interval_s)} of the interval, "
+                         f"{r.fast_gaps.count} gaps), "
+                         f"the slow ones' {fmt(r.slow_gaps.p50)}/{fmt(r.slow_gaps.p99)} s")
+        if r.op_counters:
+            counters = ", ".join(f"{k} {v:.0f}" for k, v in sorted(r.op_counters.items()))
+            lines.append(f"       the operator's counters over the window: {counters}")
         for why, count in r.no_data_reasons.most_common(3):
             lines.append(f"       no metrics ({count} ticks): {why}")
         for why, count in r.failures_at_start.most_common(2):
@@ -968,6 +1099,13 @@ def main() -> None:
                         help="seconds to wait for every experiment's first tick")
     parser.add_argument("--stop-after", type=float, default=None,
                         help="minutes; do not start another N after this long")
+    parser.add_argument("--py-spy", default=None, metavar="PREFIX",
+                        help="record the operator with py-spy over the window to PREFIX.n<N>.txt")
+    parser.add_argument("--slow-share", type=float, default=0.0,
+                        help="share of the experiments that read a Prometheus answering --slow-delay late")
+    parser.add_argument("--slow-delay", type=float, default=5.0, help="seconds the slow Prometheus waits")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="the operator's --workers (default: its own)")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (logs) of each N")
     parser.add_argument("--prometheus-max-connections", type=int, default=None,
                         help="start Prometheus with --web.max-connections (default: its own, 512)")
@@ -975,7 +1113,8 @@ def main() -> None:
     opts = Options(window_s=args.window, interval=args.interval, namespaces=args.namespaces, rps=args.rps,
                    scrape_interval=args.scrape_interval, timer_seconds=args.timer_seconds,
                    first_tick_timeout_s=args.first_tick_timeout, keep=args.keep,
-                   prometheus_max_connections=args.prometheus_max_connections)
+                   prometheus_max_connections=args.prometheus_max_connections, py_spy=args.py_spy,
+                   slow_share=args.slow_share, slow_delay_s=args.slow_delay, workers=args.workers)
 
     def terminate(signum: int, _frame: object) -> None:
         raise KeyboardInterrupt(f"signal {signum}")

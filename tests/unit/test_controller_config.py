@@ -23,14 +23,14 @@ def test_the_timer_period_comes_from_the_environment_and_is_checked() -> None:
             OperatorConfig.from_environment({TIMER_ENV: bad})
 
 
-def test_the_handlers_are_registered_with_a_login_and_the_configured_timer() -> None:
+def test_the_handlers_are_registered_with_a_login_and_no_timer_per_object() -> None:
     registry = kopf.OperatorRegistry()
     register(registry, OperatorConfig(timer_seconds=2.5))
     activities = [h.id for h in registry._activities.get_all_handlers()]
     assert activities == ["login", "startup", "cleanup"]
-    timers = [(h.id, h.interval) for h in registry._spawning.get_all_handlers()]  # type: ignore[attr-defined]
-    assert timers == [("timer", 2.5)]
+    # The ticks come from one scheduler fed by the watch, not from a kopf timer per experiment.
+    assert list(registry._spawning.get_all_handlers()) == []
+    assert [h.id for h in registry._watching.get_all_handlers()] == ["watched"]
     reasons = {(h.id, h.reason) for h in registry._changing.get_all_handlers()}
-    assert ("changed", kopf.Reason.CREATE) in reasons
-    assert ("changed", kopf.Reason.UPDATE) in reasons
-    assert ("deleted", kopf.Reason.DELETE) in reasons
+    # A new experiment is due at once in the scheduler: no create or resume handler ticks it twice.
+    assert reasons == {("changed", kopf.Reason.UPDATE), ("deleted", kopf.Reason.DELETE)}

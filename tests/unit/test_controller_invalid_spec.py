@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from modelrollout.api.spec import ModelExperimentSpec
 from modelrollout.api.status import ConditionStatus, ConditionType, ModelExperimentStatus, Phase
 from modelrollout.controller import invalid_spec, tick
+from modelrollout.controller.config import OperatorConfig
 
 pytestmark = pytest.mark.unit
 
@@ -90,6 +91,7 @@ def test_the_tick_writes_the_status_and_one_event_and_moves_no_traffic(
 
     class Runtime:
         cluster = Cluster()
+        config = OperatorConfig()
 
     monkeypatch.setattr(tick, "run_tick", lambda *a, **k: pytest.fail("no tick on an invalid spec"))
     body: dict[str, Any] = {

@@ -53,3 +53,34 @@ def test_the_least_recently_used_configuration_is_closed_past_the_limit(cache: P
     assert [k[0] for k in cache.providers] == ["http://a:9090", "http://c:9090"]
     assert not second._cleanup.alive  # closed
     assert first._cleanup.alive
+
+
+def test_the_essence_without_status_is_kopfs_own_and_in_the_same_annotation() -> None:
+    """kopf compares this essence with the one stored in its annotation at every event: built
+    without copying the status first, it must be exactly kopf's (or every object would look
+    changed after an upgrade and tick at once)."""
+    import kopf
+
+    from modelrollout.controller.runtime import EssenceWithoutStatus
+
+    raw = {
+        "apiVersion": "modelrollout.io/v1alpha1",
+        "kind": "ModelExperiment",
+        "metadata": {
+            "name": "ranker", "namespace": "shop", "generation": 3, "resourceVersion": "99",
+            "managedFields": [{"manager": "kubectl", "fieldsV1": {"f:spec": {}}}],
+            "finalizers": ["modelrollout.io/finalizer"],
+            "labels": {"team": "search"},
+            "annotations": {
+                "modelrollout.io/pause": "true",
+                "kopf.zalando.org/last-handled-configuration": "{}",
+            },
+        },
+        "spec": {"champion": {"name": "v1"}, "rollout": {"interval": "30s"}},
+        "status": {"phase": "Progressing", "history": [{"step": 1}] * 50},
+    }
+    body = kopf.Body(raw)
+    ours, kopfs = EssenceWithoutStatus(), kopf.AnnotationsDiffBaseStorage()
+    assert ours.build(body=body) == kopfs.build(body=body)
+    assert "status" not in ours.build(body=body)
+    assert ours.make_keys(ours.key, body=body) == kopfs.make_keys(kopfs.key, body=body)

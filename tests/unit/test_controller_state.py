@@ -35,15 +35,30 @@ def test_a_body_older_than_the_last_status_written_is_stale() -> None:
     assert not is_stale(body(T + timedelta(seconds=5)), state)
 
 
-def test_the_timer_skips_a_stale_body_and_acts_on_a_current_one(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_stale_body_is_read_again_and_the_tick_acts_only_on_a_current_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     import yaml
 
     spec = yaml.safe_load(open("examples/minimal.yaml"))["spec"]  # noqa: SIM115
-    ran: list[datetime] = []
-    monkeypatch.setattr(tick, "run_tick", lambda b, s, state, now, logger, **_: ran.append(now))
+    ran: list[dict[str, object]] = []
+    monkeypatch.setattr(tick, "run_tick", lambda b, s, state, now, logger, **_: ran.append(dict(b)))
+    apiserver: list[dict[str, object]] = []  # what the GET returns; each GET is recorded
+
+    class Custom:
+        def __init__(self) -> None:
+            self.gets = 0
+
+        def get_namespaced_custom_object(self, *args: object) -> dict[str, object]:
+            self.gets += 1
+            return apiserver[-1]
+
+    class Clients:
+        custom = Custom()
 
     class Runtime:  # the tick's factories; run_tick is replaced, so they are not used
         cluster = None
+        clients = Clients()
         config = OperatorConfig()
         telemetry = OperatorMetrics(standard_collectors=False)
         can_write = None
@@ -57,8 +72,18 @@ def test_the_timer_skips_a_stale_body_and_acts_on_a_current_one(monkeypatch: pyt
     memo: dict[str, object] = {}
     state = object_memo(memo)  # type: ignore[arg-type]
     state.written_tick = T
-    tick.tick(Runtime(), {**body(T - timedelta(seconds=3)), "spec": spec}, memo, None, force=True)  # type: ignore[arg-type]
+    stale = {**body(T - timedelta(seconds=3)), "spec": spec}
+    apiserver.append(stale)  # the apiserver's copy is no newer: nothing runs
+    assert tick.tick(Runtime(), stale, memo, None, force=True) == OperatorConfig().timer_seconds  # type: ignore[arg-type]
     assert ran == []
     assert state.stale_bodies == 1
-    tick.tick(Runtime(), {**body(T), "spec": spec}, memo, None, force=True)  # type: ignore[arg-type]
+    assert Clients.custom.gets == 1
+    current = {**body(T), "spec": spec}
+    apiserver.append(current)  # the watch lags, the apiserver has our write: the tick acts on it
+    tick.tick(Runtime(), stale, memo, None, force=True)  # type: ignore[arg-type]
     assert len(ran) == 1
+    assert ran[0]["status"] == current["status"]
+    assert Clients.custom.gets == 2
+    tick.tick(Runtime(), current, memo, None, force=True)  # type: ignore[arg-type]
+    assert len(ran) == 2
+    assert Clients.custom.gets == 2  # a current body needs no GET

@@ -16,6 +16,7 @@ from modelrollout.controller import tick
 from modelrollout.controller.config import OperatorConfig
 from modelrollout.controller.state import object_memo
 from modelrollout.controller.telemetry import (
+    DEFER_REASONS,
     FAMILIES,
     HOLD_REASONS,
     OperatorMetrics,
@@ -153,7 +154,7 @@ def test_labels_are_bounded_to_names_from_the_spec_and_closed_enums() -> None:
     variants = {"v1", "v2", "v3"}
     metric_names = {"conversion", "revenue", "errors"}
     closed = {"phase": {p.value for p in Phase}, "rule": {r.value for r in Rule},
-              "reason": {*HOLD_REASONS, *(r.value for r in Rule), *QUERY_ERROR_REASONS}}
+              "reason": {*HOLD_REASONS, *(r.value for r in Rule), *QUERY_ERROR_REASONS, *DEFER_REASONS}}
     per_experiment: dict[str, int] = {}
     for family in exp_families(telemetry):
         for sample in family.samples:

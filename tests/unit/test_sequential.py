@@ -651,3 +651,23 @@ def test_analyze_and_the_operator_share_one_practical_threshold_rule() -> None:
     assert not meets_practical_threshold(0.049, 0.05)
     assert not meets_practical_threshold(None, 0.05)
     assert meets_practical_threshold(0.0, 0.0)
+
+
+def test_the_scalar_restricted_rates_are_the_vectorised_ones_bit_for_bit() -> None:
+    """The guardrails' plain-float bisection (40x faster on one pair of arms) takes the same steps
+    as the vectorised one: equal to the last bit over random counts and margins, empty and
+    all-success arms included."""
+    from modelrollout.stats.sequential import _restricted_rates_scalar
+
+    rng = np.random.default_rng(7)
+    for _ in range(3000):
+        cn, tn = float(rng.integers(0, 5000)), float(rng.integers(0, 5000))
+        cs = 0.0 if rng.random() < 0.1 else float(rng.integers(0, cn + 1))
+        ts = tn if rng.random() < 0.1 else float(rng.integers(0, tn + 1))
+        if rng.random() < 0.5:
+            factor, shift = 1.0 + float(rng.choice([-1, 1])) * rng.uniform(0, 0.9), 0.0
+        else:
+            factor, shift = 1.0, float(rng.choice([-1, 1])) * rng.uniform(0, 0.5)
+        counts = (cs + 1, cn + 2, ts + 1, tn + 2)
+        vectorised = tuple(float(x) for x in sq.restricted_rates(*counts, factor=factor, shift=shift))
+        assert _restricted_rates_scalar(*counts, factor, shift) == vectorised

@@ -333,6 +333,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         cluster_scan=not args.no_cluster_scan,
         metrics_port=args.metrics_port,
         metrics_address=args.metrics_address,
+        max_workers=args.workers,
     )
     lease = _lease_config(args) if args.leader_elect else None
     registry = kopf.OperatorRegistry()
@@ -392,6 +393,14 @@ def _register_run(sub: Any) -> None:
         default="0.0.0.0",
         metavar="ADDRESS",
         help="the address /metrics listens on (default 0.0.0.0)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=64,
+        metavar="N",
+        help="threads that run ticks at once (default 64); one Prometheus address may hold three "
+        "quarters of them, so that a slow one does not delay the experiments of the others",
     )
     p.add_argument(
         "--no-cluster-scan",

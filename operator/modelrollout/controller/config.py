@@ -27,14 +27,17 @@ class OperatorConfig:
     Attributes
     ----------
     timer_seconds
-        The period of kopf's timer. Each experiment has its own ``spec.rollout.interval``; the
-        timer fires this often and the tick skips the calls that are not due.
+        How soon a tick that could not run is tried again (``MODELROLLOUT_TIMER_SECONDS``): one
+        in flight for the same experiment, a watch copy older than this process's last status
+        write, a temporary failure without a delay of its own. Due ticks are not polled: the
+        scheduler wakes when the next one is due.
     cluster_scan
         Whether kopf lists and watches CRDs and namespaces; off for a Role without those
         cluster-scope rights (``--no-cluster-scan``; the namespaces must then be named).
     max_workers
-        kopf's workers for synchronous handlers, and so the most queries one Prometheus gets from
-        this operator at once.
+        The scheduler's tick threads (``run --workers``), and kopf's for its synchronous handlers
+        (updates, deletes). One Prometheus address may hold three quarters of the tick threads
+        (:mod:`~modelrollout.controller.schedule`).
     max_providers
         Distinct Prometheus configurations (address, timeout, credentials) whose providers are
         kept open; the least recently used is closed past it.
@@ -47,7 +50,7 @@ class OperatorConfig:
 
     timer_seconds: float = 1.0
     cluster_scan: bool = True
-    max_workers: int = 32
+    max_workers: int = 64
     max_providers: int = 64
     metrics_port: int = DEFAULT_METRICS_PORT
     metrics_address: str = "0.0.0.0"
@@ -76,6 +79,7 @@ class OperatorConfig:
         cluster_scan: bool = True,
         metrics_port: int = DEFAULT_METRICS_PORT,
         metrics_address: str = "0.0.0.0",
+        max_workers: int = 64,
     ) -> OperatorConfig:
         """The configuration from ``environ`` (default: the process's) and the flags given."""
         env = os.environ if environ is None else environ
@@ -89,4 +93,5 @@ class OperatorConfig:
             cluster_scan=cluster_scan,
             metrics_port=metrics_port,
             metrics_address=metrics_address,
+            max_workers=max_workers,
         )

@@ -24,6 +24,7 @@ from modelrollout.api.observations import SpecProblem, Unknown
 from modelrollout.api.spec import ModelExperimentSpec, Prometheus
 from modelrollout.controller.config import OperatorConfig
 from modelrollout.controller.kube import FINALIZER, KubeCluster
+from modelrollout.controller.schedule import TickScheduler
 from modelrollout.controller.telemetry import OperatorMetrics
 from modelrollout.metrics.credentials import Credentials, read_credentials
 from modelrollout.metrics.prometheus import PrometheusProvider
@@ -47,13 +48,21 @@ class Clients:
     custom: client.CustomObjectsApi
 
     @classmethod
-    def from_environment(cls) -> Clients:
-        """In-cluster config when running in a pod, else the kubeconfig (``$KUBECONFIG``)."""
+    def from_environment(cls, pool_size: int | None = None) -> Clients:
+        """In-cluster config when running in a pod, else the kubeconfig (``$KUBECONFIG``).
+
+        ``pool_size``: the connections kept open to the apiserver. The client's default (5 per
+        CPU) is below the threads that tick at once; a connection past the pool is closed after
+        its request ("connection pool is full"), so every tick paid a new TLS handshake on both
+        sides (``bench/operator_scale.py``)."""
         try:
             config.load_incluster_config()  # type: ignore[no-untyped-call]
         except config.ConfigException:
             config.load_kube_config()  # type: ignore[no-untyped-call]
-        api = client.ApiClient()
+        configuration = client.Configuration.get_default_copy()
+        if pool_size is not None:
+            configuration.connection_pool_maxsize = pool_size
+        api = client.ApiClient(configuration)
         return cls(api, client.CoreV1Api(api), client.AppsV1Api(api), client.CustomObjectsApi(api))
 
 
@@ -108,6 +117,8 @@ class Runtime:
     telemetry: OperatorMetrics
     #: The leader election guard (``None``: no leader election, every write is allowed).
     can_write: CanWrite | None = None
+    #: What drives the ticks (set by kopf's startup handler, which starts it).
+    scheduler: TickScheduler | None = None
 
     @classmethod
     def start(
@@ -119,11 +130,13 @@ class Runtime:
         """The runtime of ``operator_config``; ``telemetry`` is the one ``run`` serves (else a new,
         unserved one); ``can_write`` the leader election's guard."""
         telemetry = telemetry if telemetry is not None else OperatorMetrics()
+        # The scheduler's workers and kopf's (create, update, delete handlers) may all be at work.
+        concurrency = 2 * operator_config.max_workers
         return cls(
             operator_config,
-            Clients.from_environment(),
+            Clients.from_environment(pool_size=concurrency),
             ProviderCache(
-                pool_size=operator_config.max_workers,
+                pool_size=concurrency,
                 limit=operator_config.max_providers,
                 on_error=telemetry.query_error,
             ),
@@ -158,10 +171,36 @@ class Runtime:
         settings.posting.level = 20  # logging.INFO
         settings.execution.max_workers = self.config.max_workers
         settings.watching.server_timeout = 300
+        settings.persistence.diffbase_storage = EssenceWithoutStatus()
         # A deleted experiment's timer may be mid-tick (a Prometheus query, a route patch); kopf
         # then re-checks whether it has exited every cancellation_polling seconds, 60 by default,
         # and only then releases the finalizer: a delete that took a minute for a tick of a second.
         settings.background.cancellation_polling = 1.0
+
+
+class EssenceWithoutStatus(kopf.AnnotationsDiffBaseStorage):
+    """kopf's own diff base (the same annotation), built without deep-copying the status first.
+
+    kopf works out the *essence* of an object (spec, labels, annotations: what its update handlers
+    compare) at every watch event, by deep-copying the whole object and then deleting its status.
+    Each tick's status write comes back as an event, and an experiment's status is most of its
+    13 KB, and ``metadata.managedFields`` much of the rest: at 1,000 experiments that copy was a
+    tenth of the operator's CPU (``bench/operator_scale.py``). The essence is the same; what it
+    drops is left out before the copy rather than after."""
+
+    def build(
+        self, *, body: kopf.Body, extra_fields: Any = None
+    ) -> kopf.BodyEssence:
+        if extra_fields:  # a handler that watches status fields: kopf's way
+            return super().build(body=body, extra_fields=extra_fields)
+        metadata = body.get("metadata") or {}
+        slim: Any = {key: value for key, value in body.items() if key not in ("status", "metadata")}
+        slim["metadata"] = {key: metadata[key] for key in _ESSENTIAL_METADATA if key in metadata}
+        return super().build(body=kopf.Body(slim), extra_fields=extra_fields)
+
+
+#: What kopf's essence reads of the metadata (the rest, managedFields above all, it drops).
+_ESSENTIAL_METADATA = ("labels", "annotations", "ownerReferences")
 
 
 def runtime_of(memo: kopf.Memo) -> Runtime:

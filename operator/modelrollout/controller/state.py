@@ -29,6 +29,12 @@ class ObjectMemo:
     #: a stale copy from kopf's watch, which lags behind our own writes under load.
     written_tick: datetime | None = None
     stale_bodies: int = 0
+    #: The spec parsed at a generation (the models are frozen), and the counter set built for a
+    #: (generation, namespace, live variants, shadowing) key: both rebuilt only when these change.
+    spec_generation: int | None = None
+    spec: Any = None
+    counter_set_key: tuple[Any, ...] | None = None
+    counter_set: Any = None
 
 
 def object_memo(memo: kopf.Memo) -> ObjectMemo:

@@ -60,6 +60,8 @@ from modelrollout.metrics.prometheus import QUERY_ERROR_REASONS
 from modelrollout.policy.decision import Rule
 
 PREFIX: Final = "modelrollout"
+#: Why a due tick did not run at once (``modelrollout_ticks_deferred_total{reason}``).
+DEFER_REASONS = ("stale", "busy")
 #: Why an experiment is held (the ``reason`` of its hold series): paused, or a hold condition.
 HOLD_REASONS: Final = (
     "Paused",
@@ -285,6 +287,7 @@ class OperatorMetrics(Collector):
         self._rollbacks: dict[str, float] = {r.value: 0.0 for r in ROLLBACK_RULES}
         self._query_errors: dict[str, float] = dict.fromkeys(QUERY_ERROR_REASONS, 0.0)
         self._behind = 0.0
+        self._deferred: dict[str, float] = {}
         self._ticks = _Histogram(TICK_BUCKETS)
         self._server: WSGIServer | None = None
         self._thread: threading.Thread | None = None
@@ -332,6 +335,14 @@ class OperatorMetrics(Collector):
             if behind_schedule:
                 self._behind += 1
 
+    def tick_deferred(self, reason: str) -> None:
+        """A due tick that did not run at once, for ``reason`` (``stale``: the watch's copy was
+        older than the status this process wrote, so the object was read again; ``busy``: a tick
+        of the same experiment was in flight)."""
+        with self._lock:
+            word = reason if reason in DEFER_REASONS else "busy"
+            self._deferred[word] = self._deferred.get(word, 0.0) + 1
+
     def query_error(self, reason: str) -> None:
         """A Prometheus request that failed, for ``reason`` (a word of ``QUERY_ERROR_REASONS``)."""
         word = reason if reason in self._query_errors else "other"
@@ -352,6 +363,7 @@ class OperatorMetrics(Collector):
             rollbacks = dict(self._rollbacks)
             errors = dict(self._query_errors)
             behind = self._behind
+            deferred = dict(self._deferred)
             buckets, tick_sum = self._ticks.buckets(), self._ticks.total
         yield from _fleet(experiments, decisions, rollbacks, errors)
         ticks = CounterMetricFamily(
@@ -360,6 +372,15 @@ class OperatorMetrics(Collector):
             value=behind,
         )
         yield ticks
+        deferred_family = CounterMetricFamily(
+            f"{PREFIX}_ticks_deferred",
+            "Due ticks that did not run at once, by reason (stale: the watch lagged behind this "
+            "process's own status write and the object was read again; busy: a tick was in flight).",
+            labels=["reason"],
+        )
+        for reason in DEFER_REASONS:
+            deferred_family.add_metric([reason], deferred.get(reason, 0.0))
+        yield deferred_family
         yield HistogramMetricFamily(
             f"{PREFIX}_tick_duration_seconds",
             "Duration of one experiment's tick: observe, decide, apply the routes, write the status.",

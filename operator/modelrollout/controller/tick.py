@@ -34,8 +34,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import kopf
+from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
+from modelrollout.api.experiment import GROUP, PLURAL, VERSION
 from modelrollout.api.spec import ModelExperimentSpec
 from modelrollout.api.status import ModelExperimentStatus
 from modelrollout.api.types import parse_duration
@@ -60,25 +62,42 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def tick(runtime: Runtime, body: kopf.Body, memo: kopf.Memo, logger: Any, *, force: bool) -> None:
-    """Run one tick for the experiment in ``body`` if it is due (or ``force``)."""
+#: Seconds until a tick whose spec does not parse is tried again (an edit of the spec ticks at once).
+INVALID_SPEC_RETRY_SECONDS = 30.0
+
+
+def tick(runtime: Runtime, body: kopf.Body, memo: kopf.Memo, logger: Any, *, force: bool) -> float:
+    """Run one tick for the experiment in ``body`` if it is due (or ``force``).
+
+    Returns the seconds until the experiment is due again: its interval from this tick's start,
+    what is left of it when the tick was not due, or the retry period (``timer_seconds``) when the
+    tick could not run (one in flight, or a body older than the status this process wrote). A tick
+    that fails leaves the experiment due, so that the retry acts.
+    """
     state = object_memo(memo)
+    retry = runtime.config.timer_seconds
     if not state.lock.acquire(blocking=force):
-        return  # a tick is already running for this experiment; the timer will come back
+        runtime.telemetry.tick_deferred("busy")
+        return retry  # a tick is already running for this experiment
     try:
         now = _now()
         try:
-            spec = ModelExperimentSpec.model_validate(body.get("spec") or {})
+            spec = _spec_of(body, state)
         except ValidationError as exc:
             report_unparsable_spec(body, exc, now, runtime.cluster)
-            return
+            return INVALID_SPEC_RETRY_SECONDS
+        interval = parse_duration(spec.rollout.interval)
         if not force and not _due(state, spec, now):
-            return
+            return _seconds_until_due(state, interval, now)
         if is_stale(body, state):
             state.stale_bodies += 1
-            return  # the watch has not caught up with the status we wrote: act on it next time
+            runtime.telemetry.tick_deferred("stale")
+            fresh = _read_again(runtime, body)
+            if fresh is None or is_stale(fresh, state):
+                return retry  # the apiserver's copy is not newer either: act on it next time
+            body = fresh
         behind = _behind_schedule(runtime, state, spec, now)
-        state.last_tick = now
+        previous, state.last_tick = state.last_tick, now
         namespace = (body.get("metadata") or {})["namespace"]
         started = time.monotonic()
         try:
@@ -94,10 +113,68 @@ def tick(runtime: Runtime, body: kopf.Body, memo: kopf.Memo, logger: Any, *, for
                 telemetry=runtime.telemetry,
                 can_write=runtime.can_write,
             )
+        except BaseException:
+            state.last_tick = previous  # nothing was stored: the retry must find the tick due
+            raise
         finally:
             runtime.telemetry.observe_tick(time.monotonic() - started, behind_schedule=behind)
+        return _seconds_until_due(state, interval, _now())
     finally:
         state.lock.release()
+
+
+def _spec_of(body: Mapping[str, Any], state: ObjectMemo) -> ModelExperimentSpec:
+    """The parsed spec, kept for its ``metadata.generation`` (the apiserver bumps it at every
+    change of the spec; the models are frozen): parsing it checks every rule, a twentieth of a
+    tick's CPU (``bench/operator_scale.py``)."""
+    generation = (body.get("metadata") or {}).get("generation")
+    if generation is not None and generation == state.spec_generation and state.spec is not None:
+        cached: ModelExperimentSpec = state.spec
+        return cached
+    spec = ModelExperimentSpec.model_validate(body.get("spec") or {})
+    state.spec_generation, state.spec = generation, spec
+    return spec
+
+
+def _read_again(runtime: Runtime, body: kopf.Body) -> kopf.Body | None:
+    """The experiment as the apiserver has it now (``None`` when it is gone).
+
+    The scheduler comes back to an experiment one interval after its last tick; a watch copy still
+    older than that tick's status write means kopf's watch lags by an interval or more (a busy
+    process: the event loop gets the GIL in turns with the tick threads). Waiting for it could
+    hold the experiment for minutes (``bench/operator_scale.py``); one GET does not."""
+    metadata = body.get("metadata") or {}
+    try:
+        raw: Any = runtime.clients.custom.get_namespaced_custom_object(
+            GROUP, VERSION, metadata["namespace"], PLURAL, metadata["name"]
+        )
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+    return kopf.Body(raw)
+
+
+def _seconds_until_due(state: ObjectMemo, interval: timedelta, now: datetime) -> float:
+    if state.last_tick is None:
+        return 0.0
+    return max(0.0, (state.last_tick + interval - now).total_seconds())
+
+
+def scheduled_tick(runtime: Runtime, body: kopf.Body, memo: kopf.Memo, logger: Any) -> float:
+    """A tick the scheduler asked for (:mod:`~modelrollout.controller.schedule`): its failures are
+    logged here, as kopf logs a handler's, and retried after the error's delay."""
+    retry = runtime.config.timer_seconds
+    if (body.get("metadata") or {}).get("deletionTimestamp"):
+        return retry  # kopf's delete handler restores the routes; no more ticks
+    try:
+        return tick(runtime, body, memo, logger, force=False)
+    except kopf.TemporaryError as exc:
+        logger.warning(f"Tick failed temporarily: {exc}")
+        return float(exc.delay) if exc.delay is not None else retry
+    except Exception as exc:
+        logger.exception(f"Tick failed: {exc}")
+        return max(retry, 10.0)
 
 
 def _behind_schedule(runtime: Runtime, state: ObjectMemo, spec: ModelExperimentSpec, now: datetime) -> bool:

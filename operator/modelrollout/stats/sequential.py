@@ -990,9 +990,43 @@ def _null_variances(
     (so that it stays positive, as in :func:`proportions_difference`)."""
     sign = 1.0 if higher_is_worse else -1.0
     factor, shift = (1.0 + sign * margin, 0.0) if relative else (1.0, sign * margin)
-    fitted = restricted_rates(cs + 1.0, cn + 2.0, ts + 1.0, tn + 2.0, factor=factor, shift=shift)
-    qc, qt = (float(x) for x in fitted)
+    qc, qt = _restricted_rates_scalar(cs + 1.0, cn + 2.0, ts + 1.0, tn + 2.0, factor, shift)
     return qc * (1.0 - qc) / cn, qt * (1.0 - qt) / tn
+
+
+def _ratio(numerator: float, denominator: float) -> float:
+    """``numerator / denominator`` as numpy divides (±inf, or nan for 0/0) for a zero denominator."""
+    if denominator != 0.0:
+        return numerator / denominator
+    if numerator == 0.0 or numerator != numerator:
+        return math.nan
+    return math.copysign(math.inf, numerator) * math.copysign(1.0, denominator)
+
+
+def _restricted_rates_scalar(
+    control_successes: float,
+    control_trials: float,
+    treatment_successes: float,
+    treatment_trials: float,
+    factor: float,
+    shift: float,
+) -> tuple[float, float]:
+    """:func:`restricted_rates` for one pair of arms, in plain floats: the same bisection, step for
+    step, without numpy's overhead on 0-d arrays (a guardrail check runs it at every tick of every
+    experiment; the vectorised one cost a tenth of the operator's CPU at 1,000 experiments)."""
+    a1, a2 = control_successes, treatment_successes
+    b1, b2 = control_trials - a1, treatment_trials - a2
+    low, high = max(0.0, -shift / factor), min(1.0, (1.0 - shift) / factor)
+    for _ in range(_BISECTIONS):
+        p = 0.5 * (low + high)
+        t = factor * p + shift
+        slope = _ratio(a1, p) - _ratio(b1, 1.0 - p) + factor * (_ratio(a2, t) - _ratio(b2, 1.0 - t))
+        if slope > 0:  # nan (inf - inf) counts as not rising, as nan_to_num(nan=0) does
+            low = p
+        else:
+            high = p
+    control = 0.5 * (low + high)
+    return control, factor * control + shift
 
 
 def sequential_noninferiority(
