@@ -366,26 +366,29 @@ class SlowProxy:
                     proxy.in_flight += 1
                     proxy.peak = max(proxy.peak, proxy.in_flight)
                     proxy.requests += 1
+                started = time.monotonic()
                 try:
-                    self._forward()
+                    status, body = self._forward()
                 finally:
+                    # Before the answer is sent: the client's next request may come as soon as it is.
                     with proxy.lock:
                         proxy.in_flight -= 1
-
-            def _forward(self) -> None:
-                time.sleep(proxy.delay)
-                try:
-                    with urllib.request.urlopen(upstream + self.path, timeout=30) as answer:
-                        status, body = answer.status, answer.read()
-                except urllib.error.HTTPError as exc:  # Prometheus's own 4xx and 5xx, passed on
-                    status, body = exc.code, exc.read()
-                except Exception as exc:
-                    status, body = 502, str(exc).encode()
+                        proxy.log.append((started, time.monotonic(), self.client_address[1], self.path[:120]))
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
+
+            def _forward(self) -> tuple[int, bytes]:
+                time.sleep(proxy.delay)
+                try:
+                    with urllib.request.urlopen(upstream + self.path, timeout=30) as answer:
+                        return int(answer.status), bytes(answer.read())
+                except urllib.error.HTTPError as exc:  # Prometheus's own 4xx and 5xx, passed on
+                    return int(exc.code), bytes(exc.read())
+                except Exception as exc:
+                    return 502, str(exc).encode()
 
             def log_message(self, *args: object) -> None:
                 pass
@@ -394,6 +397,8 @@ class SlowProxy:
         self.lock = threading.Lock()
         #: Requests being answered now, the most at once, and all of them.
         self.in_flight, self.peak, self.requests = 0, 0, 0
+        #: (start, end, client port, path) of every request answered.
+        self.log: list[tuple[float, float, int, str]] = []
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"

@@ -34,3 +34,18 @@ def test_the_handlers_are_registered_with_a_login_and_no_timer_per_object() -> N
     reasons = {(h.id, h.reason) for h in registry._changing.get_all_handlers()}
     # A new experiment is due at once in the scheduler: no create or resume handler ticks it twice.
     assert reasons == {("changed", kopf.Reason.UPDATE), ("deleted", kopf.Reason.DELETE)}
+
+
+def test_kopfs_line_for_every_watch_event_is_dropped_and_the_others_are_kept() -> None:
+    import logging
+
+    register(kopf.OperatorRegistry(), OperatorConfig())
+    objects = logging.getLogger("kopf.objects")
+
+    def kept(message: str) -> bool:
+        record = logging.LogRecord("kopf.objects", logging.INFO, __file__, 1, message, None, None)
+        return all(f.filter(record) for f in objects.filters)  # type: ignore[union-attr]
+
+    assert not kept("Handler 'watched' succeeded.")
+    assert kept("Handler 'changed' succeeded.")
+    assert kept("tick")
