@@ -29,6 +29,8 @@ from modelrollout.api.types import (
     RouteName,
     ServiceName,
     Url,
+    cel_duration_ms,
+    duration_ms,
 )
 
 #: The rollout steps used when ``spec.rollout.steps`` is not given.
@@ -39,6 +41,8 @@ MAX_SECONDARY_METRICS: Final = 10
 MAX_GUARDRAILS: Final = 20
 MAX_NOTIFICATIONS: Final = 10
 MAX_ROUTES: Final = 16
+#: The fewest novelty windows that analysis.minDuration must span when the novelty check is on.
+MIN_NOVELTY_WINDOWS: Final = 4
 
 
 def _same(item: object) -> object:
@@ -914,6 +918,44 @@ class OnDataOutage(StrEnum):
     PAUSE = "pause"
 
 
+class Novelty(SpecModel):
+    """The novelty check: hold a promotion while the challenger's lift decays over time."""
+
+    enabled: StrictBool = Field(
+        default=False,
+        description="Test, after every window, whether the lift of the recent window is below that of "
+        "the earlier windows (always valid under continuous looks). A challenger whose lift decays is "
+        "not promoted (reason NoveltyEffect). Needs minDuration of at least 4 windows.",
+    )
+    alpha: StrictFloat = Field(
+        default=0.05,
+        gt=0,
+        lt=0.5,
+        description="Level of the decay test: the chance that a lift that does not decay is ever "
+        "reported as decaying.",
+    )
+    window: PositiveDuration = Field(
+        default="1d",
+        description="Length of a time window: the lift is estimated per window (stratified by step). "
+        "Use a whole cycle of the traffic (1d), so that a daily pattern is not taken for a trend. A "
+        "window runs on until each variant has 100 samples in it.",
+    )
+
+
+_MIN_DURATION_MS = cel_duration_ms("self.minDuration")
+
+
+def _min_duration_within_max(m: Any) -> bool:
+    return m.min_duration is None or duration_ms(m.min_duration) <= duration_ms(m.max_duration)
+
+
+def _novelty_has_windows(m: Any) -> bool:
+    if not m.novelty.enabled:
+        return True
+    window = duration_ms(m.novelty.window)
+    return m.min_duration is not None and duration_ms(m.min_duration) >= MIN_NOVELTY_WINDOWS * window
+
+
 class Analysis(SpecModel):
     """How the comparison is made and when it stops."""
 
@@ -952,6 +994,16 @@ class Analysis(SpecModel):
         "the whole confidence interval above it. Default 0.",
     )
     max_duration: PositiveDuration = Field(default="14d", description="Longest the experiment may run.")
+    min_duration: Duration | None = Field(
+        default=None,
+        description="Shortest time from the start of live traffic (the first step) before a promotion, "
+        "for example 7d for a full weekly cycle. It never delays a rollback or a guardrail. At most "
+        "maxDuration. Default: none.",
+    )
+    novelty: Novelty = Field(
+        default=Novelty(),
+        description="The novelty check (off by default): a lift that decays over time holds the promotion.",
+    )
     on_inconclusive: OnInconclusive = Field(
         default=OnInconclusive.KEEP_CHAMPION,
         description="At maxDuration without a verdict: keepChampion (roll back), promoteIfNonInferior "
@@ -1010,6 +1062,21 @@ class Analysis(SpecModel):
             ),
             field_path=".nonInferiorityMargin",
             reason=Reason.REQUIRED,
+        ),
+        SpecRule(
+            cel=f"!has(self.minDuration) || !has(self.maxDuration) || "
+            f"{_MIN_DURATION_MS} <= {cel_duration_ms('self.maxDuration')}",
+            message="minDuration must not be longer than maxDuration",
+            check=_min_duration_within_max,
+            field_path=".minDuration",
+        ),
+        SpecRule(
+            cel=f"!has(self.novelty) || !self.novelty.enabled || (has(self.minDuration) && "
+            f"{_MIN_DURATION_MS} >= {MIN_NOVELTY_WINDOWS} * {cel_duration_ms('self.novelty.window')})",
+            message=f"novelty.enabled needs minDuration of at least {MIN_NOVELTY_WINDOWS} novelty "
+            "windows (novelty.window): the check compares the lift of recent windows with earlier ones",
+            check=_novelty_has_windows,
+            field_path=".minDuration",
         ),
         SpecRule(
             cel="!has(self.nonInferiorityMargin) || self.goal == 'nonInferiority' || "

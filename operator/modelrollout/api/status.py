@@ -240,6 +240,25 @@ class SegmentRecord(StatusModel):
     champion_n: float | None = Field(default=None, ge=0, description="The champion's trials in the segment.")
 
 
+class NoveltyResult(StatusModel):
+    """The novelty check of one challenger (spec.analysis.novelty): does its lift decay over time?"""
+
+    windows: int = Field(default=0, ge=0, description="Time windows closed so far.")
+    early_lift: float | None = Field(
+        default=None, description="Relative lift of the earlier half of the windows (on the primary metric)."
+    )
+    recent_lift: float | None = Field(
+        default=None, description="Relative lift of the recent half of the windows."
+    )
+    p_value: _Probability | None = Field(
+        default=None,
+        description="Always-valid p-value of 'the lift of recent windows is below earlier ones'.",
+    )
+    decaying: bool = Field(
+        default=False, description="The lift decays (p below novelty.alpha): a promotion is held."
+    )
+
+
 class VariantAnalysis(StatusModel):
     """Everything the analysis knows about one variant (the champion carries only its own values)."""
 
@@ -256,6 +275,9 @@ class VariantAnalysis(StatusModel):
         max_length=SEGMENT_RECORDS_LIMIT,
         description="Per-segment results (spec.metrics.segments): protected segments of every tested "
         "metric, then the exploratory view of the primary metric.",
+    )
+    novelty: NoveltyResult | None = Field(
+        default=None, description="The novelty check of the primary metric (spec.analysis.novelty)."
     )
     decision: VariantDecision = Field(
         default=VariantDecision.PENDING, description="The verdict on this variant."
@@ -552,6 +574,66 @@ class SRMState(StatusModel):
     cleared: int = Field(default=0, ge=0, description="Alarms that the counts after them contradicted.")
 
 
+#: Most window summaries a challenger's novelty test keeps (beyond it, neighbours are merged).
+NOVELTY_WINDOWS_LIMIT: Final = 32
+
+
+class NoveltyWindow(StatusModel):
+    """One time window (or several merged) of a challenger's novelty test."""
+
+    start: Timestamp = Field(description="When the window began.")
+    end: Timestamp = Field(description="When it closed.")
+    difference: float = Field(description="Challenger minus champion on the primary metric in the window.")
+    variance: float = Field(gt=0, description="The variance of that difference.")
+    champion: float | None = Field(default=None, description="The champion's value in the window.")
+    samples: float = Field(default=0.0, ge=0, description="The champion's samples in the window.")
+
+
+class NoveltyTest(StatusModel):
+    """A challenger's novelty test: the running sums of its recursive residuals (see
+    :mod:`modelrollout.stats.novelty`), and the windows it has seen."""
+
+    windows: int = Field(default=0, ge=0, description="Windows taken into the test.")
+    information: float = Field(default=0.0, ge=0, description="Sum of 1/variance of the windows' gains.")
+    weighted: float = Field(default=0.0, description="Sum of gain/variance of the windows.")
+    residual_sum: float = Field(default=0.0, description="Sum of the standardised recursive residuals.")
+    max_log_e_value: float = Field(
+        default=0.0, description="Running maximum of the log e-process (a decay once found stays found)."
+    )
+    found_at: Timestamp | None = Field(default=None, description="When the decay was found.")
+    summaries: list[NoveltyWindow] = Field(
+        default_factory=list,
+        max_length=NOVELTY_WINDOWS_LIMIT,
+        description="The windows, oldest first (neighbours merged in pairs beyond the limit).",
+    )
+
+
+class NoveltyBase(StatusModel):
+    """A stratum's counts of the primary metric when the current novelty window began."""
+
+    stratum: int = Field(ge=0, le=STRATA_LIMIT - 1, description="Index of the stratum in status.strata.")
+    totals: dict[str, MetricCounters] = Field(
+        default_factory=dict, max_length=_MAX_VARIANTS, description="Per variant."
+    )
+
+
+class NoveltyState(StatusModel):
+    """The novelty check's memory (spec.analysis.novelty.enabled): the open window and the tests."""
+
+    window_start: Timestamp = Field(description="When the open window began.")
+    tau2: float | None = Field(
+        default=None, gt=0, description="Mixing scale of the e-process, frozen when first tuned."
+    )
+    base: list[NoveltyBase] = Field(
+        default_factory=list,
+        max_length=STRATA_LIMIT,
+        description="The counts of the strata still counting when the open window began.",
+    )
+    challengers: dict[str, NoveltyTest] = Field(
+        default_factory=dict, max_length=MAX_CHALLENGERS, description="The test of each challenger."
+    )
+
+
 class PauseReason(StrEnum):
     """Why an experiment is paused: spec.paused, onDataOutage pause, or onInconclusive pause."""
 
@@ -737,6 +819,9 @@ class ModelExperimentStatus(StatusModel):
         description="Quantile guardrails' memory per challenger and guardrail.",
     )
     srm: SRMState = Field(default_factory=SRMState, description="The sample ratio test's memory.")
+    novelty: NoveltyState | None = Field(
+        default=None, description="The novelty check's memory (spec.analysis.novelty.enabled)."
+    )
     dropped_challengers: list[DroppedChallenger] = Field(
         default_factory=list, max_length=MAX_CHALLENGERS, description="Challengers taken out, in order."
     )

@@ -118,6 +118,34 @@ _POSITIVE_RULE = SpecRule(
     check=lambda value: re.fullmatch("(0+(ms|s|m|h|d))+", value) is None,
 )
 
+def cel_duration_ms(field: str) -> str:
+    """A CEL expression: the duration string ``field`` (``self.minDuration``) in milliseconds.
+
+    CEL's own ``duration()`` knows no ``d``, so the parts are summed one by one: ``findAll`` (the
+    Kubernetes regex library) splits ``1d12h`` into ``1d`` and ``12h``, each becomes an int, and
+    ``sum()`` (the Kubernetes list library) adds them. ``ms`` is tested before ``s`` and ``m``.
+    """
+    part = "p"
+    size = f"{part}.size()"
+
+    def amount(unit_length: int) -> str:
+        return f"int({part}.substring(0, {size} - {unit_length}))"
+
+    scaled = (
+        f"{part}.endsWith('ms') ? {amount(2)} : "
+        f"{part}.endsWith('s') ? {amount(1)} * 1000 : "
+        f"{part}.endsWith('m') ? {amount(1)} * 60000 : "
+        f"{part}.endsWith('h') ? {amount(1)} * 3600000 : "
+        f"{amount(1)} * 86400000"
+    )
+    return f"{field}.findAll('[0-9]+(ms|s|m|h|d)').map({part}, {scaled}).sum()"
+
+
+def duration_ms(text: str) -> int:
+    """:func:`parse_duration` in whole milliseconds: what :func:`cel_duration_ms` computes in CEL."""
+    return sum(int(a) * round(_UNIT_SECONDS[u] * 1000) for a, u in _DURATION_PART.findall(text))
+
+
 #: A duration, zero allowed (see :func:`parse_duration`).
 Duration = Annotated[
     str,

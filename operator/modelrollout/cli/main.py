@@ -251,6 +251,20 @@ def _register_analyze(sub: Any) -> None:
 def _cmd_simulate(args: argparse.Namespace) -> int:
     from modelrollout.cli import planning
 
+    def seconds(option: str, text: str | None) -> float | None:
+        return None if text is None else _seconds(option, text)
+
+    time = planning.TimeOptions(
+        samples_per_hour=args.samples_per_hour,
+        interval=_seconds("--interval", args.interval),
+        max_duration=_seconds("--max-duration", args.max_duration),
+        min_duration=_seconds("--min-duration", args.min_duration),
+        lift_decay_to=args.lift_decay_to,
+        lift_half_life=seconds("--lift-half-life", args.lift_half_life),
+        novelty=args.novelty,
+        novelty_window=_seconds("--novelty-window", args.novelty_window),
+        novelty_alpha=args.novelty_alpha,
+    )
     result = planning.simulate_from_args(
         metric=args.metric,
         baseline=args.baseline,
@@ -264,8 +278,10 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         seed=args.seed,
         alpha=args.alpha,
         power=args.power,
+        time=time,
     )
-    _print_result(result, args.output, f"Simulation ({args.method}, {args.runs} runs)")
+    clock = " on a clock" if time.on_a_clock else ""
+    _print_result(result, args.output, f"Simulation ({args.method}{clock}, {args.runs} runs)")
     return ExitCode.OK
 
 
@@ -281,12 +297,35 @@ def _register_simulate(sub: Any) -> None:
         choices=["sequential", "group-sequential", "fixed", "naive"],
         default="sequential",
     )
-    p.add_argument("--look-every", type=int, required=True, help="samples per variant between looks")
-    p.add_argument("--max-n-per-variant", type=int, required=True)
+    p.add_argument(
+        "--look-every", type=int, default=None, help="samples per variant between looks (not on a clock)"
+    )
+    p.add_argument("--max-n-per-variant", type=int, default=None, help="not on a clock")
     p.add_argument("--runs", type=int, default=2000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--alpha", type=float, default=0.05)
     p.add_argument("--power", type=float, default=0.8)
+    clock = p.add_argument_group(
+        "on a clock",
+        "a look every --interval, an even split, decided as the operator does (sequential test, "
+        "minDuration, novelty check); needs --samples-per-hour",
+    )
+    clock.add_argument("--samples-per-hour", type=float, default=None, help="traffic per variant per hour")
+    clock.add_argument("--interval", default="1h", help="time between looks (default 1h)")
+    clock.add_argument("--max-duration", default="14d", help="analysis.maxDuration (default 14d)")
+    clock.add_argument("--min-duration", default="0s", help="analysis.minDuration (default none)")
+    clock.add_argument(
+        "--lift-decay-to",
+        type=float,
+        default=None,
+        help="the lift decays from --lift to this (a novelty effect); with --lift-half-life",
+    )
+    clock.add_argument("--lift-half-life", default=None, help="half-life of the decay (a duration, e.g. 1d)")
+    clock.add_argument("--novelty", action="store_true", help="analysis.novelty.enabled")
+    clock.add_argument("--novelty-window", default="1d", help="analysis.novelty.window (default 1d)")
+    clock.add_argument(
+        "--novelty-alpha", type=float, default=0.05, help="analysis.novelty.alpha (default 0.05)"
+    )
     _add_output(p)
     p.set_defaults(func=_cmd_simulate)
 

@@ -204,6 +204,31 @@ def _bayes_document(result: bayes.BayesResult, practical_threshold: float | None
     return out
 
 
+@dataclasses.dataclass(frozen=True)
+class TimeOptions:
+    """``simulate`` on a clock: the options in seconds (None: not given)."""
+
+    samples_per_hour: float | None = None
+    interval: float = 3600.0
+    max_duration: float = 14 * 86400.0
+    min_duration: float = 0.0
+    lift_decay_to: float | None = None
+    lift_half_life: float | None = None
+    novelty: bool = False
+    novelty_window: float = 86400.0
+    novelty_alpha: float = 0.05
+
+    @property
+    def on_a_clock(self) -> bool:
+        return (
+            self.samples_per_hour is not None
+            or self.lift_decay_to is not None
+            or self.lift_half_life is not None
+            or self.min_duration > 0
+            or self.novelty
+        )
+
+
 def simulate_from_args(
     *,
     metric: str,
@@ -212,18 +237,30 @@ def simulate_from_args(
     mde: float,
     mde_type: str,
     method: str,
-    look_every: int,
-    max_n_per_variant: int,
+    look_every: int | None,
+    max_n_per_variant: int | None,
     runs: int,
     seed: int,
     alpha: float,
     power: float,
+    time: TimeOptions | None = None,
 ) -> dict[str, Any]:
-    """Monte Carlo of whole experiments; ``lift`` is read with ``mde_type`` (relative or absolute)."""
+    """Monte Carlo of whole experiments; ``lift`` is read with ``mde_type`` (relative or absolute).
+
+    With ``time`` options (``--samples-per-hour`` and the options that need it: a decaying lift,
+    ``--min-duration``, ``--novelty``) the experiments run on a clock instead, decided as the
+    operator does: :func:`_simulate_over_time`.
+    """
     from modelrollout.stats import montecarlo as simulation
 
     if metric != "proportion":
         raise InvalidInputError(f"simulate supports --metric proportion only, got {metric!r}")
+    if time is not None and time.on_a_clock:
+        return _simulate_over_time(baseline, lift, mde, mde_type, method, runs, seed, alpha, power, time)
+    if look_every is None or max_n_per_variant is None:
+        raise InvalidInputError(
+            "give --look-every and --max-n-per-variant (or --samples-per-hour to simulate on a clock)"
+        )
     summaries = simulation.simulate(
         baseline,
         lift,
@@ -243,6 +280,80 @@ def simulate_from_args(
     for key, value in list(out.items()):
         if isinstance(value, float) and math.isnan(value):
             out[key] = None
+    return out
+
+
+def _simulate_over_time(
+    baseline: float,
+    lift: float,
+    mde: float,
+    mde_type: str,
+    method: str,
+    runs: int,
+    seed: int,
+    alpha: float,
+    power: float,
+    time: TimeOptions,
+) -> dict[str, Any]:
+    """``simulate`` on a clock: a lift that may decay, minDuration and the novelty check."""
+    from modelrollout.stats import montecarlo as simulation
+
+    if method != "sequential":
+        raise InvalidInputError(
+            f"on a clock, simulate decides as the operator does: --method sequential, got {method}"
+        )
+    if time.samples_per_hour is None:
+        raise InvalidInputError(
+            "--lift-decay-to, --lift-half-life, --min-duration and --novelty simulate on a clock: "
+            "give --samples-per-hour (per variant)"
+        )
+    if (time.lift_decay_to is None) != (time.lift_half_life is None):
+        raise InvalidInputError("--lift-decay-to and --lift-half-life go together")
+    if time.min_duration > time.max_duration:
+        raise InvalidInputError("--min-duration must not be longer than --max-duration")
+    hour = 3600.0
+    streams = simulation.simulate_time_streams(
+        baseline,
+        lift,
+        decay_to=time.lift_decay_to,
+        half_life_hours=time.lift_half_life / hour if time.lift_half_life is not None else None,
+        lift_type=mde_type,
+        samples_per_hour=time.samples_per_hour,
+        look_hours=time.interval / hour,
+        max_hours=time.max_duration / hour,
+        runs=runs,
+        seed=seed,
+    )
+    summary = simulation.decide_over_time(
+        streams,
+        alpha=alpha,
+        power=power,
+        mde=mde,
+        mde_type=mde_type,
+        min_duration_hours=time.min_duration / hour,
+        novelty=time.novelty,
+        novelty_window_hours=time.novelty_window / hour,
+        novelty_alpha=time.novelty_alpha,
+    )
+    out = summary.to_dict()
+    out.update(
+        {
+            "mode": "time",
+            "method": method,
+            "baseline": baseline,
+            "lift": lift,
+            "lift_decay_to": time.lift_decay_to,
+            "lift_half_life_hours": time.lift_half_life / hour if time.lift_half_life is not None else None,
+            "final_lift": float(streams.lifts[-1]),
+            "samples_per_hour": time.samples_per_hour,
+            "interval_hours": time.interval / hour,
+            "novelty_alpha": time.novelty_alpha if time.novelty else None,
+            "mde": mde,
+            "mde_type": mde_type,
+            "alpha": alpha,
+            "seed": seed,
+        }
+    )
     return out
 
 

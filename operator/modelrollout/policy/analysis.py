@@ -26,9 +26,10 @@ from modelrollout.api.status import (
     VariantAnalysis,
     VariantDecision,
 )
-from modelrollout.policy import counts, guardrails, plans, primary, segments, shadow, srm
+from modelrollout.policy import counts, guardrails, novelty, plans, primary, segments, shadow, srm
 from modelrollout.policy.context import Tick, finite, fmt, pct
 from modelrollout.policy.guardrails import GuardrailCheck
+from modelrollout.policy.novelty import NoveltyCheck
 from modelrollout.policy.primary import AnyMetric, MetricOutcome
 from modelrollout.policy.segments import SegmentCheck, SegmentSRM
 from modelrollout.policy.shadow import DivergenceCheck
@@ -57,6 +58,12 @@ class Assessment:
     srm: SRMCheck | None = None
     outcomes: list[MetricOutcome] = field(default_factory=list)
     plan_problems: list[SpecProblem] = field(default_factory=list)
+    novelty: dict[str, NoveltyCheck] = field(default_factory=dict)
+
+    def decaying(self, challenger: str) -> NoveltyCheck | None:
+        """The challenger's novelty check when it found a decaying lift (else None)."""
+        check = self.novelty.get(challenger)
+        return check if check is not None and check.decaying else None
 
     def primary_of(self, challenger: str) -> MetricOutcome | None:
         return next((o for o in self.outcomes if o.challenger == challenger and o.primary), None)
@@ -141,14 +148,22 @@ def assess(ctx: Tick, status: ModelExperimentStatus) -> Assessment:
         a.segment_srm = segments.sample_ratio(ctx, status)
         if isinstance(a.readings[spec.metrics.primary.name], counts.Known):
             a.srm = srm.evaluate(ctx, status)
-        metrics: list[tuple[AnyMetric, bool]] = [(spec.metrics.primary, True)]
-        metrics += [(m, False) for m in spec.metrics.secondary]
-        for name in live:
-            for metric, is_primary in metrics:
-                if isinstance(a.readings[metric.name], counts.Known):
-                    a.outcomes.append(primary.analyze(ctx, status, metric, name, primary=is_primary))
-        primary.correct(ctx, status, a.outcomes)
+        _outcomes(ctx, status, a, live)
     return a
+
+
+def _outcomes(ctx: Tick, status: ModelExperimentStatus, a: Assessment, live: tuple[str, ...]) -> None:
+    """The outcome metrics of every live challenger, corrected, and the novelty check."""
+    spec = ctx.spec
+    metrics: list[tuple[AnyMetric, bool]] = [(spec.metrics.primary, True)]
+    metrics += [(m, False) for m in spec.metrics.secondary]
+    for name in live:
+        for metric, is_primary in metrics:
+            if isinstance(a.readings[metric.name], counts.Known):
+                a.outcomes.append(primary.analyze(ctx, status, metric, name, primary=is_primary))
+    primary.correct(ctx, status, a.outcomes)
+    if isinstance(a.readings[spec.metrics.primary.name], counts.Known):
+        a.novelty = novelty.evaluate(ctx, status, live)
 
 
 def verdict_text(ctx: Tick, o: MetricOutcome | None, planned_n: int | None) -> str:
@@ -253,6 +268,11 @@ def _challenger_record(
             entry.guardrails[check.name] = check.result
             if check.breached or check.warning:
                 notes.append(check.summary)
+    novel = a.novelty.get(name)
+    if novel is not None:
+        entry.novelty = novel.result()
+        if novel.decaying:
+            notes.append("novelty effect: " + novel.summary)
     notes.extend(_segment_notes(a, name, entry))
     notes.extend(div.summary for div in a.divergence if div.challenger == name and div.summary)
     if a.stage is Phase.PROGRESSING:

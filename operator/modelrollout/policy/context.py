@@ -140,6 +140,16 @@ class Tick:
         return duration(self.spec.analysis.max_duration)
 
     @functools.cached_property
+    def min_duration(self) -> timedelta:
+        """analysis.minDuration (zero when unset)."""
+        text = self.spec.analysis.min_duration
+        return duration(text) if text is not None else timedelta(0)
+
+    @functools.cached_property
+    def novelty_window(self) -> timedelta:
+        return duration(self.spec.analysis.novelty.window)
+
+    @functools.cached_property
     def max_data_outage(self) -> timedelta:
         return duration(self.spec.analysis.max_data_outage)
 

@@ -30,9 +30,15 @@ The rules, in the order they are applied (the first that fires wins the pass):
       secondary metric, is dropped; the last one rolls back.
    h. **Promotion**: the best challenger among those significantly better (nonInferiority: shown
       non-inferior) is promoted once it has run ``minStepDuration`` (and ``minSamplesPerStep``)
-      at the last step below 100, with no guardrail warning. A significant win before that
+      at the last step below 100, with no guardrail warning and no novelty effect (a challenger
+      whose lift decays, :mod:`~modelrollout.policy.novelty`). A significant win before that
       speeds the steps up (they no longer wait for their share of the planned n) but does not
-      skip them. At ``maxDuration`` such a winner is promoted at once.
+      skip them. At ``maxDuration`` such a winner is promoted at once. A promotion also waits
+      for ``analysis.minDuration`` of live traffic (counted from the start of the first step):
+      the hold ``MinDurationNotReached`` says how long is left. It delays nothing else: rules
+      a-g (rollbacks, guardrails, holds) apply as before. At ``maxDuration`` short of
+      ``minDuration`` (a shadow phase used the difference), ``onInconclusive`` applies, without
+      promoting.
    i. **maxDuration** without a verdict, or the one look of ``fixed`` inconclusive for every live
       challenger, applies ``onInconclusive``: keepChampion rolls back; promoteIfNonInferior
       promotes the best challenger shown non-inferior within ``nonInferiorityMargin`` (else rolls
@@ -40,6 +46,9 @@ The rules, in the order they are applied (the first that fires wins the pass):
       ``fixed``, only a human's promote or abort: another look would void its error rate). A hold
       (outage, SRM) does not outlive ``maxDuration``: it applies ``onInconclusive`` too, where
       promoteIfNonInferior can only keep the champion (a held comparison shows nothing).
+   i2. **NoveltyEffect**: at the last step, a challenger that would be promoted but whose lift
+      decays holds the promotion, with the early and recent lifts and the decay's p-value; at
+      ``maxDuration`` it is not promoted (``onInconclusive`` applies, without promoting it).
    j. **Step clock**: below the last step, advance when the step has lasted ``minStepDuration``,
       has ``minSamplesPerStep`` samples per live variant (summed over the step's strata), the run
       has its share of the planned n (every live variant has ``ceil(plannedN * (k + 1) / (S - 1))``
@@ -525,6 +534,9 @@ class StepView:
     step_n_ok: bool  # ... and that is minSamplesPerStep
     winners: tuple[Winner, ...]  # significantly better (or non-inferior), no guardrail warning
     blocked: tuple[str, ...]  # would win, but a guardrail warns
+    novel: tuple[str, ...]  # would win, but its lift decays (novelty effect)
+    live_elapsed: timedelta  # since the first step began (the clock of minDuration)
+    min_duration: timedelta  # analysis.minDuration (0 when unset)
     at_last: bool  # at the last step below 100
     deadline: bool  # maxDuration reached
     plan: int | None  # the planned n per variant
@@ -540,8 +552,9 @@ class StepView:
         name, kind = ctx.spec.metrics.primary.name, ctx.spec.metrics.primary.metric_type
         variants = (ctx.champion, *live)
         step_n = min(counts.step_samples(s, name, v, kind, step) for v in variants)
-        winners, blocked = _winners(p, a, live)
+        winners, blocked, novel = _winners(p, a, live)
         plan = p.planned_n()
+        first = s.strata[0].started_at if s.strata else ctx.now
         return cls(
             live=live,
             step=step,
@@ -551,12 +564,19 @@ class StepView:
             step_n_ok=step_n >= ctx.spec.rollout.min_samples_per_step,
             winners=winners,
             blocked=blocked,
+            novel=novel,
+            live_elapsed=ctx.now - first,
+            min_duration=ctx.min_duration,
             at_last=step >= ctx.last_step,
             deadline=p.deadline(),
             plan=plan,
             run_n=min(counts.run_samples(s, name, v, kind) for v in variants),
             target=steps.step_target(plan, step, len(ctx.steps)) if plan is not None else None,
         )
+
+    @property
+    def min_duration_passed(self) -> bool:
+        return self.live_elapsed >= self.min_duration
 
     def numbers(self, p: _Pass) -> Numbers:
         return {
@@ -571,21 +591,26 @@ class StepView:
         }
 
 
-def _winners(p: _Pass, a: Assessment, live: Sequence[str]) -> tuple[tuple[Winner, ...], tuple[str, ...]]:
+def _winners(
+    p: _Pass, a: Assessment, live: Sequence[str]
+) -> tuple[tuple[Winner, ...], tuple[str, ...], tuple[str, ...]]:
     good: tuple[VariantDecision, ...] = (VariantDecision.BETTER,)
     if p.ctx.spec.analysis.goal is Goal.NON_INFERIORITY:
         good = (VariantDecision.BETTER, VariantDecision.NON_INFERIOR)
     winners: list[Winner] = []
     blocked: list[str] = []
+    novel: list[str] = []
     for c in live:
         o = a.primary_of(c)
         if o is None or o.verdict not in good:
             continue
         if a.warnings(c):
             blocked.append(c)
+        elif a.decaying(c) is not None:
+            novel.append(c)
         else:
             winners.append((o.sign * (o.difference or 0.0), c, o))
-    return tuple(winners), tuple(blocked)
+    return tuple(winners), tuple(blocked), tuple(novel)
 
 
 def _worse(p: _Pass, a: Assessment, v: StepView) -> Outcome | None:
@@ -618,6 +643,8 @@ def _promotion(p: _Pass, a: Assessment, v: StepView) -> Outcome | None:
     if not v.winners or not ((v.at_last and v.waited and v.step_n_ok) or v.deadline):
         return None
     _, winner, o = max(v.winners)
+    if not v.min_duration_passed:
+        return _min_duration(p, a, v, winner, o)
     non_inferior = o.verdict is VariantDecision.NON_INFERIOR
     when = (
         f" after {span(v.elapsed)} at step {v.step}" if not v.deadline or v.at_last else (" at maxDuration")
@@ -633,9 +660,49 @@ def _promotion(p: _Pass, a: Assessment, v: StepView) -> Outcome | None:
     return transitions.promote(p.ctx, p.s, winner, Rule.PRIMARY_BETTER, reason, message, p.outcome_numbers(o))
 
 
+def _min_duration(p: _Pass, a: Assessment, v: StepView, winner: str, o: primary.MetricOutcome) -> Outcome:
+    """h. A promotion waits for analysis.minDuration of live traffic; at maxDuration short of it,
+    onInconclusive applies without promoting."""
+    min_duration = p.ctx.spec.analysis.min_duration or "0s"
+    if v.deadline:
+        why = messages.min_duration_unmet(v.live_elapsed, min_duration)
+        return _inconclusive(p, a, trusted=False, why=why)
+    left = v.min_duration - v.live_elapsed
+    numbers = {
+        **v.numbers(p),
+        **p.outcome_numbers(o),
+        "liveSeconds": v.live_elapsed.total_seconds(),
+        "minDurationSeconds": v.min_duration.total_seconds(),
+        "remainingSeconds": left.total_seconds(),
+    }
+    message = messages.min_duration_waiting(winner, p.verdict(o), v.live_elapsed, min_duration, left)
+    return _wait("MinDurationNotReached", message, numbers)
+
+
+def _novelty_numbers(a: Assessment, novel: Sequence[str]) -> Numbers:
+    numbers: Numbers = {}
+    for c in novel:
+        check = a.decaying(c)
+        if check is not None:
+            numbers.update(check.numbers)
+    return numbers
+
+
 def _max_duration(p: _Pass, a: Assessment, v: StepView) -> Outcome | None:
     """i. maxDuration without a verdict applies onInconclusive."""
-    return _inconclusive(p, a, trusted=True) if v.deadline else None
+    if not v.deadline:
+        return None
+    if v.novel:
+        why = messages.novelty_at_deadline(c.summary for c in map(a.decaying, v.novel) if c is not None)
+        return _inconclusive(p, a, trusted=True, why=why)
+    return _inconclusive(p, a, trusted=True)
+
+
+def _novelty_effect(p: _Pass, a: Assessment, v: StepView) -> Outcome:
+    """i2. At the last step, a winner whose lift decays holds the promotion."""
+    checks = [c for c in map(a.decaying, v.novel) if c is not None]
+    message = messages.novelty_holding(c.summary for c in checks)
+    return _wait("NoveltyEffect", message, {**v.numbers(p), **_novelty_numbers(a, v.novel)})
 
 
 def _fixed_done(p: _Pass, a: Assessment, v: StepView) -> Outcome | None:
@@ -668,6 +735,8 @@ def _last_step(p: _Pass, a: Assessment, v: StepView) -> Outcome | None:
     if v.blocked:
         message = messages.promotion_blocked(v.blocked, (w.summary for w in a.warnings()))
         return _wait("GuardrailWarning", message, v.numbers(p))
+    if v.novel:
+        return _novelty_effect(p, a, v)
     verdicts = (analysis.verdict_text(p.ctx, a.primary_of(c), v.plan) for c in v.live)
     return _wait(
         "WaitingForVerdict", messages.waiting_for_verdict(p.ctx.steps[v.step], verdicts), v.numbers(p)
@@ -769,11 +838,26 @@ def _promote_non_inferior(p: _Pass, a: Assessment, why: str, numbers: Numbers) -
     candidates = []
     for c in ctx.live(p.s):
         o = a.primary_of(c)
-        if o is not None and primary.non_inferior(ctx, o) and not a.warnings(c) and not a.decisive_worse(c):
+        if o is None or not primary.non_inferior(ctx, o) or a.warnings(c) or a.decisive_worse(c):
+            continue
+        if a.decaying(c) is None:
             candidates.append((o.sign * (o.difference or 0.0), c, o))
     if not candidates:
         return None
     _, winner, o = max(candidates)
+    s = p.s
+    live_elapsed = ctx.now - (s.strata[0].started_at if s.strata else ctx.now)
+    if live_elapsed < ctx.min_duration:
+        if p.deadline():
+            return None  # short of minDuration at maxDuration: nothing is promoted
+        left = ctx.min_duration - live_elapsed
+        message = messages.min_duration_waiting(
+            winner, "non-inferior", live_elapsed, ctx.spec.analysis.min_duration or "0s", left
+        )
+        numbers.update(
+            {"liveSeconds": live_elapsed.total_seconds(), "remainingSeconds": left.total_seconds()}
+        )
+        return _wait("MinDurationNotReached", message, numbers)
     gain_ci = o.gain_ci()
     low = gain_ci[0] if gain_ci is not None else None
     margin = ctx.spec.analysis.non_inferiority_margin

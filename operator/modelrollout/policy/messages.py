@@ -220,3 +220,30 @@ def advanced(step: int, percent: int, live: Iterable[str], elapsed: timedelta, w
         f"Step {step} -> {step + 1}: {percent} % of the traffic to {joined(live)} after {span(elapsed)} "
         f"({why})."
     )
+
+
+def min_duration_waiting(
+    winner: str, verdict: str, elapsed: timedelta, min_duration: str, left: timedelta
+) -> str:
+    return (
+        f"{winner} would be promoted ({verdict}), but analysis.minDuration {min_duration} has not "
+        f"passed: {span(elapsed)} of live traffic so far, {span(left)} to go."
+    )
+
+
+def min_duration_unmet(elapsed: timedelta, min_duration: str) -> str:
+    return (
+        f"maxDuration reached after only {span(elapsed)} of live traffic, short of analysis.minDuration "
+        f"{min_duration}"
+    )
+
+
+def novelty_holding(summaries: Iterable[str]) -> str:
+    return (
+        "Novelty effect, not promoting: " + "; ".join(summaries) + ". The early lift does not last; "
+        "the experiment holds until maxDuration (onInconclusive) unless a person promotes or aborts."
+    )
+
+
+def novelty_at_deadline(summaries: Iterable[str]) -> str:
+    return "the lift decays (novelty effect): " + "; ".join(summaries)

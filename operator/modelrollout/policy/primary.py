@@ -54,6 +54,7 @@ the metric's ``mdeType`` scale, relative meaning divided by the champion's absol
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -63,6 +64,7 @@ from modelrollout.api.presets import MetricType
 from modelrollout.api.spec import Direction, Goal, MdeType, Method, Metric, SecondaryMetric
 from modelrollout.api.status import (
     Interval,
+    MetricCounters,
     MetricResult,
     ModelExperimentStatus,
     SequentialState,
@@ -175,6 +177,17 @@ def combined_difference(
     Public so the report recomputes exactly what the policy decides on."""
     cs = counts.series(status, name, champion)
     ts = counts.series(status, name, challenger)
+    return combine_strata(cs, ts, mtype, alpha)
+
+
+def combine_strata(
+    cs: Sequence[MetricCounters | None],
+    ts: Sequence[MetricCounters | None],
+    mtype: MetricType,
+    alpha: float,
+) -> stratified.StratifiedResult | None:
+    """The difference of the strata's counts ``ts - cs`` (one pair per stratum), combined by
+    inverse variance as :func:`combined_difference` does (the novelty windows use it too)."""
     try:
         if mtype is MetricType.PROPORTION:
             keep = [

@@ -56,6 +56,7 @@ def start(ctx: Tick, status: ModelExperimentStatus) -> Outcome:
     status.started_at = ctx.now
     status.step_started_at = None
     status.strata = []
+    status.novelty = None
     live = ctx.live(status)
     if ctx.spec.shadow.enabled:
         status.phase = Phase.SHADOWING

@@ -471,3 +471,211 @@ def simulate(
         )
         for m in methods
     }
+
+
+# --- over time: a lift that may decay, minDuration and the novelty check ----------------------------
+
+
+@dataclass(frozen=True)
+class TimeStreams:
+    """Counts per look (not cumulative) of ``runs`` experiments on a clock.
+
+    Each look spans ``look_hours`` and serves ``n_per_look`` trials to each arm (an even split;
+    the rollout's steps are left out: they change how fast samples come, not what is tested).
+    ``lifts[k]`` is the true lift during look ``k`` (taken at its midpoint).
+    """
+
+    control: NDArray[np.int64]
+    treatment: NDArray[np.int64]
+    n_per_look: int
+    look_hours: float
+    lifts: NDArray[np.float64]
+    baseline: float
+    lift_type: str
+    seed: int | None
+
+    @property
+    def runs(self) -> int:
+        return int(self.control.shape[0])
+
+    @property
+    def looks(self) -> int:
+        return int(self.control.shape[1])
+
+
+def lift_at(
+    hours: NDArray[np.float64], lift: float, decay_to: float | None, half_life_hours: float | None
+) -> NDArray[np.float64]:
+    """The true lift at ``hours``: ``lift``, or decaying from it to ``decay_to`` with the half-life:
+    ``decay_to + (lift - decay_to) * 2 ** (-hours / half_life_hours)``."""
+    if decay_to is None:
+        out: NDArray[np.float64] = np.full_like(hours, lift, dtype=np.float64)
+        return out
+    h = _validate.positive(
+        "half_life_hours", float(half_life_hours) if half_life_hours is not None else math.nan
+    )
+    out = decay_to + (lift - decay_to) * np.exp2(-hours / h)
+    return out
+
+
+def simulate_time_streams(
+    baseline: float,
+    lift: float,
+    *,
+    decay_to: float | None = None,
+    half_life_hours: float | None = None,
+    lift_type: str = "relative",
+    samples_per_hour: float,
+    look_hours: float,
+    max_hours: float,
+    runs: int,
+    seed: int | None = None,
+) -> TimeStreams:
+    """Draw binomial counts per look for a champion at ``baseline`` and a challenger whose lift
+    starts at ``lift`` and, with ``decay_to``, decays towards it with ``half_life_hours``.
+
+    ``samples_per_hour`` is per arm; looks every ``look_hours`` up to ``max_hours``.
+    """
+    p_c = _validate.probability("baseline", baseline, open_interval=True)
+    _choice("lift_type", lift_type, LIFT_TYPES)
+    rate = _validate.positive("samples_per_hour", samples_per_hour)
+    dt = _validate.positive("look_hours", look_hours)
+    horizon = _validate.positive("max_hours", max_hours)
+    r = _int_at_least("runs", runs, 1)
+    looks = max(1, math.ceil(horizon / dt - 1e-9))
+    if r * looks > MAX_CELLS:
+        raise InvalidInputError(
+            f"runs x looks = {r} x {looks} exceeds {MAX_CELLS:,}; use fewer runs or a longer look"
+        )
+    n = round(rate * dt)
+    if n < 1:
+        raise InvalidInputError(f"samples_per_hour x look_hours must be at least 1, got {rate * dt:g}")
+    mid: NDArray[np.float64] = (np.arange(looks, dtype=np.float64) + 0.5) * dt
+    lifts = lift_at(mid, _validate.finite("lift", lift), decay_to, half_life_hours)
+    rates = np.array([_shifted_rate(p_c, float(x), lift_type, "lift") for x in lifts])
+    rng = np.random.default_rng(seed)
+    control = rng.binomial(n, p_c, size=(r, looks)).astype(np.int64)
+    treatment = rng.binomial(n, rates[None, :], size=(r, looks)).astype(np.int64)
+    return TimeStreams(control, treatment, n, dt, lifts, p_c, lift_type, seed)
+
+
+@dataclass(frozen=True)
+class TimeSummary:
+    """What became of the runs of :func:`decide_over_time` (rates are fractions of all runs)."""
+
+    runs: int
+    promote_rate: float
+    promote_rate_se: float
+    rollback_rate: float
+    inconclusive_rate: float
+    novelty_held_rate: float
+    min_duration_held_rate: float
+    median_hours_to_promotion: float
+    median_hours_to_decision: float
+    planned_n_per_variant: int
+    hours_to_planned_n: float
+    min_duration_hours: float
+    novelty: bool
+    novelty_window_hours: float | None
+    max_hours: float
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k in self.__dataclass_fields__:
+            v = getattr(self, k)
+            out[k] = None if isinstance(v, float) and not math.isfinite(v) else v
+        return out
+
+
+def _first_index(mask: NDArray[np.bool_], none: int) -> NDArray[np.int64]:
+    found = _first_true(mask)
+    out: NDArray[np.int64] = np.where(found >= 0, found, none).astype(np.int64)
+    return out
+
+
+def decide_over_time(
+    streams: TimeStreams,
+    *,
+    alpha: float = 0.05,
+    power: float = 0.8,
+    mde: float,
+    mde_type: str = "relative",
+    min_duration_hours: float = 0.0,
+    novelty: bool = False,
+    novelty_window_hours: float = 24.0,
+    novelty_alpha: float = 0.05,
+) -> TimeSummary:
+    """Decide every run as the operator does, look by look.
+
+    * The primary metric: the always-valid mixture SPRT of the cumulative counts (the operator's
+      ``sequential``), tuned to the planned n of ``mde``; once significant, the sign of the
+      difference says better or worse.
+    * Worse rolls back at once; ``minDuration`` never delays it.
+    * Better promotes at the first look at or after ``min_duration_hours``, unless the novelty
+      check (:mod:`modelrollout.stats.novelty`, windows of ``novelty_window_hours``, tuned to
+      ``min_duration_hours / window`` windows) has found the lift decaying by then: then the run
+      is held until ``max_hours`` and ends without a promotion (keepChampion).
+    """
+    from modelrollout.stats import novelty as decay
+
+    a = _validate.alpha(alpha, upper=0.5)
+    plan = fixed_horizon_n_two_proportions(streams.baseline, mde, mde_type=mde_type, alpha=a, power=power)
+    looks, dt = streams.looks, streams.look_hours
+    none = looks
+    n = streams.n_per_look * np.arange(1, looks + 1, dtype=np.float64)
+    cs, ts = np.cumsum(streams.control, axis=1), np.cumsum(streams.treatment, axis=1)
+    pc, pt, vc, vt = proportions_difference(cs, n[None, :], ts, n[None, :])
+    log_e = np.maximum.accumulate(
+        normal_mixture_log_e_value(pt - pc, vc + vt, tau2_for_proportions(streams.baseline, plan, a)), axis=1
+    )
+    significant = log_e >= math.log(1.0 / a)
+    worse = _first_index(significant & (pt < pc), none)
+    hours = dt * np.arange(1, looks + 1, dtype=np.float64)
+    eligible = significant & (pt > pc) & (hours >= min_duration_hours - 1e-9)[None, :]
+    better_any = _first_index(significant & (pt > pc), none)
+    promote = _first_index(eligible, none)
+    found = np.full(streams.runs, none, dtype=np.int64)
+    if novelty:
+        length = max(1, round(_validate.positive("novelty_window_hours", novelty_window_hours) / dt))
+        windows = looks // length
+        if windows >= 2:
+            shape = (streams.runs, windows, length)
+            c = streams.control[:, : windows * length].reshape(shape).sum(axis=2)
+            t = streams.treatment[:, : windows * length].reshape(shape).sum(axis=2)
+            m = float(streams.n_per_look * length)
+            wc, wt, wvc, wvt = proportions_difference(c, m, t, m)
+            tau2 = decay.decay_tau2(min_duration_hours / (length * dt), novelty_alpha)
+            path = decay.decay_log_e_path(wt - wc, wvc + wvt, tau2)
+            hit = _first_true(path >= math.log(1.0 / _validate.alpha(novelty_alpha, upper=0.5)))
+            found = np.where(hit >= 0, (hit + 1) * length - 1, none).astype(np.int64)
+    promoted = (promote < worse) & (promote < none) & (promote < found)
+    rolled = (worse < none) & ~promoted
+    held_novelty = (found < none) & (promote >= found) & (found < worse) & (better_any < none)
+    held_min = (
+        (better_any < none)
+        & (better_any < worse)
+        & (hours[np.minimum(better_any, looks - 1)] < min_duration_hours)
+    )
+    to_promotion = hours[promote[promoted]] if promoted.any() else np.array([])
+    decided_at = np.where(promoted, promote, np.where(rolled, worse, none))
+    decided = decided_at < none
+    to_decision = hours[decided_at[decided]]
+    runs = streams.runs
+    p_rate = float(promoted.mean())
+    return TimeSummary(
+        runs=runs,
+        promote_rate=p_rate,
+        promote_rate_se=math.sqrt(p_rate * (1 - p_rate) / runs),
+        rollback_rate=float(rolled.mean()),
+        inconclusive_rate=float(1.0 - promoted.mean() - rolled.mean()),
+        novelty_held_rate=float(held_novelty.mean()),
+        min_duration_held_rate=float(held_min.mean()),
+        median_hours_to_promotion=float(np.median(to_promotion)) if to_promotion.size else math.nan,
+        median_hours_to_decision=float(np.median(to_decision)) if to_decision.size else math.nan,
+        planned_n_per_variant=plan,
+        hours_to_planned_n=plan / (streams.n_per_look / dt),
+        min_duration_hours=float(min_duration_hours),
+        novelty=bool(novelty),
+        novelty_window_hours=float(novelty_window_hours) if novelty else None,
+        max_hours=looks * dt,
+    )
