@@ -436,9 +436,9 @@ def _register_run(sub: Any) -> None:
     p.add_argument(
         "--workers",
         type=int,
-        default=64,
+        default=32,
         metavar="N",
-        help="threads that run ticks at once (default 64); one Prometheus address may hold three "
+        help="threads that run ticks at once (default 32); one Prometheus address may hold three "
         "quarters of them, so that a slow one does not delay the experiments of the others",
     )
     p.add_argument(

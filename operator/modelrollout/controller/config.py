@@ -50,7 +50,7 @@ class OperatorConfig:
 
     timer_seconds: float = 1.0
     cluster_scan: bool = True
-    max_workers: int = 64
+    max_workers: int = 32
     max_providers: int = 64
     metrics_port: int = DEFAULT_METRICS_PORT
     metrics_address: str = "0.0.0.0"
@@ -79,7 +79,7 @@ class OperatorConfig:
         cluster_scan: bool = True,
         metrics_port: int = DEFAULT_METRICS_PORT,
         metrics_address: str = "0.0.0.0",
-        max_workers: int = 64,
+        max_workers: int = 32,
     ) -> OperatorConfig:
         """The configuration from ``environ`` (default: the process's) and the flags given."""
         env = os.environ if environ is None else environ
