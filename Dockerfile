@@ -29,9 +29,16 @@ COPY pyproject.toml README.md ./
 COPY operator/ operator/
 
 # Binary wheels only (no compiler in either stage). Then what the pod never imports leaves: the
-# tests of numpy and scipy, and kubernetes.aio (the client's asyncio twin, 68 MB: the operator uses
-# kubernetes.client; kopf talks to the apiserver with aiohttp), and so do pip and setuptools. The
-# bytecode is compiled last, checked by hash rather than by mtime, for a read-only root filesystem.
+# tests of numpy and scipy; kubernetes.aio (the client's asyncio twin, 68 MB: the operator uses
+# kubernetes.client; kopf talks to the apiserver with aiohttp); the scipy subpackages that neither
+# the operator nor the parts of scipy it loads import (io, signal, cluster, odr, fftpack, datasets,
+# misc, differentiate: 11 MB; tests/unit/test_dockerfile.py checks that list against a real
+# import of every module the pod runs); numpy's distutils (not f2py: scipy's array-API shim loads
+# every attribute of numpy); C, Cython and stub sources; and pip and setuptools. The kubernetes
+# client is generated code whose source is mostly docstrings (57 MB with its bytecode): it is kept
+# only as bytecode compiled with -OO (19 MB); a traceback through it shows file and line but no
+# source text. Everything else keeps its source, and its bytecode is compiled last, checked by hash
+# rather than by mtime, for a read-only root filesystem.
 # A build behind a TLS-inspecting proxy mounts the machine's CA bundle over the base's, read-only
 # (buildah bud --volume /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro);
 # it is never copied into the image.
@@ -44,8 +51,12 @@ RUN if [ -f /etc/ssl/certs/ca-certificates.crt ]; then export PIP_CERT=/etc/ssl/
  && /opt/modelrollout/bin/pip uninstall --yes pip setuptools \
  && site=$(/opt/modelrollout/bin/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))') \
  && find "$site/numpy" "$site/scipy" -depth -type d -name tests -exec rm -rf {} + \
- && rm -rf "$site/kubernetes/aio" \
+ && rm -rf "$site/kubernetes/aio" "$site/numpy/distutils" \
+ && (cd "$site/scipy" && rm -rf io signal cluster odr fftpack datasets misc differentiate) \
+ && find "$site" \( -name '*.pyx' -o -name '*.pxd' -o -name '*.pxi' -o -name '*.pyi' -o -name '*.c' -o -name '*.h' \) -delete \
  && find /opt/modelrollout -depth -type d -name __pycache__ -exec rm -rf {} + \
+ && /opt/modelrollout/bin/python -m compileall -q -j 0 -b -o 2 --invalidation-mode unchecked-hash "$site/kubernetes" \
+ && find "$site/kubernetes" -name '*.py' -delete \
  && /opt/modelrollout/bin/python -m compileall -q -j 0 --invalidation-mode unchecked-hash "$site"
 
 # ---- the image: the base and the venv, nothing else ----------------------------------------------

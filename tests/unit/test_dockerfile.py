@@ -14,6 +14,8 @@ from __future__ import annotations
 import fnmatch
 import json
 import shlex
+import subprocess
+import sys
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -202,3 +204,40 @@ def test_copied_files_exist_and_are_in_the_build_context(
     for folder in pyproject["tool"]["setuptools"]["packages"]["find"]["where"]:
         assert folder in sources
     assert "constraints" in sources
+
+
+def removed_scipy_subpackages(run: str) -> list[str]:
+    """The scipy subpackages the build stage deletes (the ``cd "$site/scipy" && rm -rf ...``)."""
+    start = run.index('cd "$site/scipy" && rm -rf ') + len('cd "$site/scipy" && rm -rf ')
+    return run[start:].split(")")[0].split()
+
+
+def test_what_the_image_deletes_is_never_imported_by_the_pods_modules(steps: list[Instruction]) -> None:
+    """A real import, in a fresh interpreter, of every module that runs in the pod (all but the dev
+    stack and the report) and of the scipy modules they use: none of what the Dockerfile deletes
+    is loaded. A scipy function that imported one of them lazily would fail only in the image, so
+    tests/e2e/test_image.py runs a whole experiment on the image's own operator too."""
+    build, _ = stages(steps)
+    (run,) = [s.argument for s in build if s.keyword == "RUN"]
+    scipy_gone = removed_scipy_subpackages(run)
+    assert {"io", "signal", "cluster"} <= set(scipy_gone)
+    assert '"$site/numpy/distutils"' in run
+    probe = (
+        "import importlib, pkgutil, sys, json\n"
+        "import modelrollout\n"
+        "for m in pkgutil.walk_packages(modelrollout.__path__, 'modelrollout.'):\n"
+        "    if m.name.startswith(('modelrollout.devstack', 'modelrollout.report')):\n"
+        "        continue\n"
+        "    if m.name.endswith('__main__'):\n"
+        "        continue\n"
+        "    importlib.import_module(m.name)\n"
+        "print(json.dumps(sorted(sys.modules)))\n"
+    )
+    argv = [sys.executable, "-c", probe]
+    out = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=120)
+    loaded = set(json.loads(out.stdout.splitlines()[-1]))
+    # The probe did import them.
+    assert "scipy.stats" in loaded
+    assert "kubernetes.client" in loaded
+    gone = {f"scipy.{name}" for name in scipy_gone} | {"numpy.distutils"}
+    assert not {m for m in loaded if ".".join(m.split(".")[:2]) in gone}
